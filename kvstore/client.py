@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from protos.etcd.etcdserverpb import rpc_pb2_grpc
+from protos.skiff.kvstore.v1 import peer_pb2_grpc
 
 # etcd's default request limit is 1.5 MiB; replies can be larger (ranges), so allow more.
 MAX_RECV_BYTES = 64 * 1024 * 1024
@@ -47,7 +48,7 @@ def strip_scheme(endpoint: str) -> str:
 
 
 class Stubs:
-    """The five etcd services on one channel."""
+    """The five etcd services on one channel, plus skiff's replica-to-replica `peer` service."""
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
         self.channel = channel
@@ -56,6 +57,7 @@ class Stubs:
         self.lease = rpc_pb2_grpc.LeaseStub(channel)
         self.cluster = rpc_pb2_grpc.ClusterStub(channel)
         self.maintenance = rpc_pb2_grpc.MaintenanceStub(channel)
+        self.peer = peer_pb2_grpc.PeerStub(channel)
 
 
 def sync_stubs(endpoint: str, tls: TLSFiles | None = None) -> Stubs:
