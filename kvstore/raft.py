@@ -179,6 +179,7 @@ class RaftReplica:
             journalFile=str(journal),
             fullDumpFile=str(data_dir / "raft.snapshot"),
             useFork=False,
+            bindAddress=self_peer,  # pysyncobj would otherwise listen on every interface
             dynamicMembershipChange=True,
             commandsWaitLeader=False,
             raftMinTimeout=settings.election_min,

@@ -17,6 +17,10 @@ import os
 import sys
 from typing import Sequence
 
+from deploy.cli.errors import CommandError
+
+__all__ = ["CommandError", "main"]
+
 # command words -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("kvstore",): ("deploy.cli.kvstore_cmd", "run one replica of the Raft key-value store (etcd v3 API)"),
@@ -26,14 +30,6 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "kv"): ("deploy.bench.kv", "key-value store throughput and latency (optionally vs etcd)"),
     ("bench", "checker"): ("deploy.bench.checker", "linearizability checker speed (operations/s)"),
 }
-
-
-class CommandError(Exception):
-    """An error for the user: printed as one line, exit status 1 (or `status`)."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def build_parser() -> argparse.ArgumentParser:
