@@ -9,8 +9,6 @@ Pure: time comes from a `Clock`; the replica's driver calls `expired()` periodic
 """
 from __future__ import annotations
 
-import math
-
 from kvstore.clock import Clock
 
 # etcd's minimum TTL for its default 100 ms heartbeat / 1 s election timeout.
@@ -50,19 +48,25 @@ class Lessor:
         self.revoking.discard(lease_id)
 
     def renew(self, lease_id: int) -> int | None:
-        """Restart the countdown; the TTL granted, or None if this lessor does not know the lease."""
+        """Restart the countdown and return the TTL granted; None if this lessor does not know the
+        lease. A lease already past its deadline is not renewed: 0 (etcd refuses to renew an
+        expired lease and answers the keep-alive as for a missing one, with TTL 0)."""
         ttl = self.ttls.get(lease_id)
-        if ttl is None or lease_id in self.revoking:
+        if ttl is None:
             return None
-        self.deadlines[lease_id] = self.clock.now() + ttl
+        now = self.clock.now()
+        if lease_id in self.revoking or self.deadlines[lease_id] <= now:
+            return 0
+        self.deadlines[lease_id] = now + ttl
         return ttl
 
     def remaining(self, lease_id: int) -> int | None:
-        """Whole seconds left (etcd rounds up), or None if unknown."""
+        """Whole seconds left, truncated toward zero as etcd does (so 59 just after a 60 s grant,
+        and negative once overdue by a second or more), or None if unknown."""
         deadline = self.deadlines.get(lease_id)
         if deadline is None:
             return None
-        return max(0, math.ceil(deadline - self.clock.now()))
+        return int(deadline - self.clock.now())
 
     def expired(self) -> list[int]:
         """Leases past their deadline not yet being revoked; marks them as being revoked."""

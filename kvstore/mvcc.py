@@ -13,10 +13,11 @@ Model (etcd's):
   versions current then, until compaction removes what is superseded at or before the compact
   revision.
 - An event log (PUT/DELETE with the previous value) covers every revision after the compact
-  revision; watches replay from it.
+  revision, plus the PUT events at the compact revision itself (etcd keeps those versions, so a
+  watch may start there; their previous values are gone); watches replay from it.
 
 Invariants: `keys` is sorted and holds every key with any retained version; each key's history is
-ordered by (revision, sub); `events` is ordered by (revision, sub) and starts after
+ordered by (revision, sub); `events` is ordered by (revision, sub) and holds nothing below
 `compact_revision`.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import bisect
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from kvstore.commands import (
     Applied, ApplyOutcome, Batch, Compact, Compare, CompareResult, CompareTarget, DeleteRange,
@@ -132,16 +133,10 @@ class MVCCStore:
         return result
 
     def _put(self, op: Put, w: "_Writer"):
-        current = self._current(op.key)
-        if op.ignore_value or op.ignore_lease:
-            if current is None:
-                return errors.KEY_NOT_FOUND
-        value = current.value if (op.ignore_value and current) else op.value
-        lease = current.lease if (op.ignore_lease and current) else op.lease
-        if lease and lease not in self.leases:
+        # A plain Put checks its lease before the key (etcd's order); inside a txn it is the reverse.
+        if op.lease and op.lease not in self.leases:
             return errors.LEASE_NOT_FOUND
-        w.put(op.key, value, lease)
-        return PutResult(prev_kv=current if op.prev_kv else None)
+        return self._put_in_txn(op, w)
 
     def _delete(self, op: DeleteRange, w: "_Writer"):
         deleted = [kv for kv in w.live_in_range(op.key, op.range_end)]
@@ -153,7 +148,12 @@ class MVCCStore:
         problem = validate_txn(op)
         if problem is not None:
             return problem
-        succeeded = all(self._compare(c, w) for c in op.compare)
+        return self._txn_branch(op, w)
+
+    def _txn_branch(self, op: Txn, w: "_Writer"):
+        """Run the branch `op`'s compares choose. Compares, nested ones included, read the state
+        before the outermost txn (etcd decides the whole path before executing any operation)."""
+        succeeded = all(self._compare(c) for c in op.compare)
         responses = []
         for sub_op in (op.success if succeeded else op.failure):
             if isinstance(sub_op, Put):
@@ -163,7 +163,7 @@ class MVCCStore:
             elif isinstance(sub_op, Range):
                 res = self._range_view(sub_op, w)
             else:
-                res = self._txn(sub_op, w)
+                res = self._txn_branch(sub_op, w)
             if isinstance(res, KVError):
                 return res
             responses.append(res)
@@ -180,11 +180,12 @@ class MVCCStore:
         w.put(op.key, value, lease)
         return PutResult(prev_kv=current if op.prev_kv else None)
 
-    def _compare(self, c: Compare, w: "_Writer") -> bool:
+    def _compare(self, c: Compare) -> bool:
+        """One compare against the committed state (every key in range must satisfy it)."""
         if c.range_end:
-            kvs = list(w.live_in_range(c.key, c.range_end))
+            kvs = list(self.live_in_range(c.key, c.range_end))
         else:
-            kv = w.get(c.key)
+            kv = self._current(c.key)
             kvs = [kv] if kv is not None else []
         if not kvs:
             if c.target == CompareTarget.VALUE:
@@ -209,16 +210,23 @@ class MVCCStore:
             if not versions:
                 del self.history[key]
                 self.keys.pop(bisect.bisect_left(self.keys, key))
-        cut = bisect.bisect_right(self.event_revisions, revision)
-        del self.events[:cut]
-        del self.event_revisions[:cut]
+        self._compact_events(revision)
         return Done()
 
+    def _compact_events(self, revision: int) -> None:
+        """Drop events below `revision`; at `revision` keep only PUTs, without prev_kv (etcd keeps
+        the versions written at the compact revision, but not tombstones or older versions)."""
+        start = bisect.bisect_left(self.event_revisions, revision)
+        end = bisect.bisect_right(self.event_revisions, revision)
+        kept = [replace(ev, prev_kv=None) for ev in self.events[start:end] if ev.type == EventType.PUT]
+        self.events[:end] = kept
+        self.event_revisions[:end] = [revision] * len(kept)
+
     def _lease_grant(self, op: LeaseGrant):
-        if op.id in self.leases:
-            return errors.LEASE_EXIST
         if op.ttl > MAX_LEASE_TTL:
             return errors.LEASE_TTL_TOO_LARGE
+        if op.id in self.leases:
+            return errors.LEASE_EXIST
         self.leases[op.id] = LeaseRecord(op.id, op.ttl)
         return Done()
 
@@ -298,8 +306,9 @@ class MVCCStore:
         return shape_range(op, list(w.live_in_range(op.key, op.range_end)))
 
     def events_from(self, revision: int) -> list[Event]:
-        """Events with mod_revision >= `revision`; raises Compacted if that history is gone."""
-        if revision <= self.compact_revision:
+        """Events with mod_revision >= `revision`; raises Compacted if that history is gone
+        (`revision` below the compact revision; see the module docstring for the revision itself)."""
+        if revision < self.compact_revision:
             raise Compacted(revision)
         start = bisect.bisect_left(self.event_revisions, revision)
         return self.events[start:]
@@ -371,6 +380,7 @@ class _Writer:
                 bisect.insort(store.keys, key)
             new = Version(self.revision, ev.sub, ev.kv if ev.type == EventType.PUT else None)
             if versions and versions[-1].revision == self.revision:
+                store.size_bytes -= _version_size(key, versions[-1])
                 versions[-1] = new  # a later op in the same txn on the same key wins
             else:
                 versions.append(new)
@@ -425,6 +435,8 @@ _SORT_KEYS = {
 def shape_range(op: Range, kvs: list[KeyValue]) -> RangeResult:
     """Apply etcd's revision filters, sort, limit, keys_only and count_only to `kvs` (key order)."""
     count = len(kvs)
+    if op.count_only:
+        return RangeResult(kvs=(), more=False, count=count)  # etcd counts without fetching: never `more`
     if op.min_mod_revision or op.max_mod_revision or op.min_create_revision or op.max_create_revision:
         kvs = [kv for kv in kvs if _passes_filters(op, kv)]
     order = op.sort_order
@@ -436,8 +448,6 @@ def shape_range(op: Range, kvs: list[KeyValue]) -> RangeResult:
     if op.limit > 0 and len(kvs) > op.limit:
         kvs = kvs[: op.limit]
         more = True
-    if op.count_only:
-        return RangeResult(kvs=(), more=more, count=count)
     if op.keys_only:
         kvs = [replace(kv, value=b"") for kv in kvs]
     return RangeResult(kvs=tuple(kvs), more=more, count=count)
@@ -458,33 +468,57 @@ def _passes_filters(op: Range, kv: KeyValue) -> bool:
 MAX_TXN_OPS = 128
 
 
-def validate_txn(op: Txn) -> KVError | None:
-    """etcd's checks: at most 128 ops per branch, no key written twice within one branch."""
-    if len(op.compare) > MAX_TXN_OPS or len(op.success) > MAX_TXN_OPS or len(op.failure) > MAX_TXN_OPS:
+def validate_txn(op: Txn, max_ops: int = MAX_TXN_OPS) -> KVError | None:
+    """etcd's checks: at most `max_ops` compares or operations per branch (a nested txn gets what
+    its parent's widest list leaves), and no key written twice along one branch."""
+    if _too_many_ops(op, max_ops):
         return errors.TOO_MANY_OPS
     for branch in (op.success, op.failure):
-        puts: set[bytes] = set()
-        deletes: list[DeleteRange] = []
-        if _collect_writes(branch, puts, deletes):
+        if _branch_writes(branch) is None:
             return errors.DUPLICATE_KEY
-        for d in deletes:
-            if any(range_end_matches(k, d.key, d.range_end) for k in puts):
-                return errors.DUPLICATE_KEY
     return None
 
 
-def _collect_writes(branch: Iterable[TxnOp], puts: set[bytes], deletes: list[DeleteRange]) -> bool:
-    """Gather a branch's written keys; True when a key is put twice."""
+def _too_many_ops(op: Txn, max_ops: int) -> bool:
+    widest = max(len(op.compare), len(op.success), len(op.failure))
+    if widest > max_ops:
+        return True
+    return any(_too_many_ops(sub, max_ops - widest) for sub in op.success + op.failure if isinstance(sub, Txn))
+
+
+def _deletes_key(d: DeleteRange, key: bytes) -> bool:
+    """Whether `d` covers `key` for the duplicate check. etcd compares the literal interval here:
+    a '\\0' range end is not "to the end", so such a delete conflicts with no put."""
+    if not d.range_end:
+        return key == d.key
+    return d.key <= key < d.range_end
+
+
+def _branch_writes(branch: tuple[TxnOp, ...]) -> tuple[set[bytes], list[DeleteRange]] | None:
+    """The keys a branch puts and its deletes (nested ones included), or None when a key is put
+    twice or put and deleted. Mirrors etcd: this level's deletes are checked against every put
+    below and at this level; a nested txn's deletes against later siblings' and this level's puts;
+    the two branches of a nested txn may put the same key (only one runs)."""
+    deletes = [sub for sub in branch if isinstance(sub, DeleteRange)]
+    puts: set[bytes] = set()
+    for sub in branch:
+        if not isinstance(sub, Txn):
+            continue
+        then_writes, else_writes = _branch_writes(sub.success), _branch_writes(sub.failure)
+        if then_writes is None or else_writes is None:
+            return None
+        then_puts, else_puts = then_writes[0], else_writes[0]
+        for key in then_puts:
+            if key in puts or any(_deletes_key(d, key) for d in deletes):
+                return None
+        for key in else_puts:
+            if (key in puts and key not in then_puts) or any(_deletes_key(d, key) for d in deletes):
+                return None
+        puts |= then_puts | else_puts
+        deletes += then_writes[1] + else_writes[1]
     for sub in branch:
         if isinstance(sub, Put):
-            if sub.key in puts:
-                return True
+            if sub.key in puts or any(_deletes_key(d, sub.key) for d in deletes):
+                return None
             puts.add(sub.key)
-        elif isinstance(sub, DeleteRange):
-            deletes.append(sub)
-        elif isinstance(sub, Txn):
-            # Only one of a nested txn's branches runs; each is checked against the outer writes.
-            for nested in (sub.success, sub.failure):
-                if _collect_writes(nested, set(puts), list(deletes)):
-                    return True
-    return False
+    return puts, deletes

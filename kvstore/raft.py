@@ -83,21 +83,44 @@ class StoreMachine(SyncObjConsumer):
         self.on_restored()
 
 
+class NodeHooks:
+    """Callbacks into skiff from inside pysyncobj's tick (a holder, so the node's dict never changes)."""
+
+    after_append: Callable[[], None] | None = None
+
+
 class RaftNode(SafeLogMixin, SyncObj):
-    """pysyncobj's SyncObj with skiff's rules: leader-only submission."""
+    """pysyncobj's SyncObj with skiff's rules: leader-only submission, early leader sync.
+
+    Attributes must be set before `SyncObj.__init__` returns: pysyncobj pickles every attribute
+    added later into its snapshots.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.hooks = NodeHooks()
+        super().__init__(*args, **kwargs)
 
     def _checkCommandsToApply(self) -> None:  # noqa: N802 (pysyncobj's name)
         if self._SyncObj__raftState != _RAFT_STATE.LEADER:
-            queue = self._SyncObj__commandsQueue
-            while True:
-                try:
-                    _command, callback = queue.get_nowait()
-                except Empty:
-                    break
-                if callable(callback):
-                    callback(None, FAIL_REASON.NOT_LEADER)
+            self._refuse_queued_commands()
             return
+        before = len(self._SyncObj__raftLog)
         super()._checkCommandsToApply()
+        # The leader syncs its own new entries while the followers sync theirs (the entries are
+        # already sent), rather than after their acknowledgements arrive.
+        if self.hooks.after_append is not None and len(self._SyncObj__raftLog) != before:
+            self.hooks.after_append()
+
+    def _refuse_queued_commands(self) -> None:
+        """skiff forwards at the gRPC layer; a command that reaches a non-leader fails at once."""
+        queue = self._SyncObj__commandsQueue
+        while True:
+            try:
+                _command, callback = queue.get_nowait()
+            except Empty:
+                return
+            if callable(callback):
+                callback(None, FAIL_REASON.NOT_LEADER)
 
 
 class DurableAcks:
@@ -112,9 +135,9 @@ class DurableAcks:
         self.held: list[tuple[Any, dict]] = []
         self._send = self.transport.send
         self.transport.send = self._hold
-        self._fd = self.journal._FileJournal__journalFile._ResizableFile__f.fileno
         self._term = (self.journal.getCurrentTerm(), self.journal.getVotedForNodeId())
         self.syncs = 0
+        node.hooks.after_append = self.sync_journal
 
     def _hold(self, node: Any, message: dict) -> None:
         if message.get("type") in self.HELD:
@@ -122,11 +145,14 @@ class DurableAcks:
         else:
             self._send(node, message)
 
-    def flush(self) -> None:
-        """Sync the journal (and the term/vote file if it changed), then release held messages."""
-        # The file object can be replaced when the journal grows: look the fd up each time.
+    def sync_journal(self) -> None:
+        # The file object is replaced when the journal grows: look the fd up each time.
         os.fdatasync(self.journal._FileJournal__journalFile._ResizableFile__f.fileno())
         self.syncs += 1
+
+    def flush(self) -> None:
+        """Sync the journal (and the term/vote file if it changed), then release held messages."""
+        self.sync_journal()
         term = (self.journal.getCurrentTerm(), self.journal.getVotedForNodeId())
         if term != self._term:
             self._term = term

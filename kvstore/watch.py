@@ -10,7 +10,8 @@ order, with no gap:
   have higher revisions and reach the watcher through `publish`.
 - A slow stream (too many undelivered responses) stops receiving live events; its watchers are
   marked lagging and later caught up from the event log the same way, or canceled with
-  `compact_revision` if the history they need was compacted meanwhile (etcd does the same).
+  `compact_revision` if the history they need was compacted meanwhile (etcd does the same). As in
+  etcd, a watcher may start at the compact revision itself, not below it.
 - A snapshot installed from the leader replaces the store: every watcher is caught up from the
   event log (or canceled as compacted).
 """
@@ -30,6 +31,8 @@ NOPUT, NODELETE = 0, 1
 LAG_LIMIT = 2000
 CATCH_UP_CHUNK = 1000
 PROGRESS_WATCH_ID = -1
+# etcd's watch ID in the answer to a create request it refuses.
+INVALID_WATCH_ID = -1
 
 HeaderFn = Callable[[int], rpc_pb2.ResponseHeader]
 
@@ -89,14 +92,15 @@ class WatchHub:
         self.streams.discard(stream)
 
     def create(self, stream: WatchStream, req: rpc_pb2.WatchCreateRequest) -> None:
-        watch_id = req.watch_id if req.watch_id else self._next_id(stream)
-        if watch_id in stream.watchers:
-            stream.send(rpc_pb2.WatchResponse(
-                header=self.header(self._revision()), watch_id=watch_id, created=True, canceled=True,
-                cancel_reason="mvcc: duplicate watch ID provided on the WatchStream"))
+        key = req.key or b"\x00"  # etcd: an empty key is the smallest key
+        problem = _create_problem(stream, key, req)
+        if problem is not None:
+            stream.send(rpc_pb2.WatchResponse(header=self.header(self._revision()), watch_id=INVALID_WATCH_ID,
+                                              created=True, canceled=True, cancel_reason=problem))
             return
+        watch_id = req.watch_id if req.watch_id else self._next_id(stream)
         filters = set(req.filters)
-        watcher = Watcher(watch_id, stream, req.key, req.range_end, req.prev_kv, NOPUT in filters,
+        watcher = Watcher(watch_id, stream, key, req.range_end, req.prev_kv, NOPUT in filters,
                           NODELETE in filters, req.progress_notify, next_rev=req.start_revision)
         with self.machine.lock:
             current = self.machine.mvcc.revision
@@ -104,7 +108,7 @@ class WatchHub:
             if watcher.next_rev <= 0:
                 watcher.next_rev = current + 1
         stream.send(rpc_pb2.WatchResponse(header=self.header(current), watch_id=watch_id, created=True))
-        if 0 < req.start_revision <= compact:
+        if 0 < req.start_revision < compact:
             stream.send(rpc_pb2.WatchResponse(header=self.header(current), watch_id=watch_id,
                                               canceled=True, compact_revision=compact))
             return
@@ -133,11 +137,14 @@ class WatchHub:
                                           watch_id=PROGRESS_WATCH_ID))
 
     def notify_progress(self) -> None:
-        """Periodic progress notification for idle watchers that asked for it."""
+        """Periodic progress notification for idle watchers that asked for it (never above the
+        store's revision, even for a watcher that starts in the future)."""
+        revision = self._revision()
         for stream in list(self.streams):
             for w in stream.watchers.values():
                 if w.progress_notify and not w.lagging:
-                    stream.send(rpc_pb2.WatchResponse(header=self.header(w.next_rev - 1), watch_id=w.watch_id))
+                    stream.send(rpc_pb2.WatchResponse(header=self.header(min(w.next_rev - 1, revision)),
+                                                      watch_id=w.watch_id))
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -204,6 +211,15 @@ class WatchHub:
     @property
     def watcher_count(self) -> int:
         return sum(len(s.watchers) for s in self.streams)
+
+
+def _create_problem(stream: WatchStream, key: bytes, req: rpc_pb2.WatchCreateRequest) -> str | None:
+    """etcd's reasons to refuse a watch: an empty range, or a watch ID already in use."""
+    if req.range_end not in (b"", b"\x00") and key >= req.range_end:
+        return "mvcc: watcher range is empty"
+    if req.watch_id and req.watch_id in stream.watchers:
+        return "mvcc: duplicate watch ID provided on the WatchStream"
+    return None
 
 
 def _whole_revisions(events: list[Event], limit: int) -> list[Event]:
