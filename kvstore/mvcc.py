@@ -151,7 +151,7 @@ class MVCCStore:
         return self._txn_branch(op, w)
 
     def _txn_branch(self, op: Txn, w: "_Writer"):
-        """Run the branch `op`'s compares choose. Compares, nested ones included, read the state
+        """Run the branch that `op`'s compares choose. Compares, nested ones included, read the state
         before the outermost txn (etcd decides the whole path before executing any operation)."""
         succeeded = all(self._compare(c) for c in op.compare)
         responses = []
@@ -305,13 +305,18 @@ class MVCCStore:
             return self.range(op)
         return shape_range(op, list(w.live_in_range(op.key, op.range_end)))
 
-    def events_from(self, revision: int) -> list[Event]:
+    def events_from(self, revision: int, limit: int | None = None) -> list[Event]:
         """Events with mod_revision >= `revision`; raises Compacted if that history is gone
-        (`revision` below the compact revision; see the module docstring for the revision itself)."""
+        (`revision` below the compact revision; see the module docstring for the revision itself).
+        With `limit`, about that many events: whole revisions only."""
         if revision < self.compact_revision:
             raise Compacted(revision)
         start = bisect.bisect_left(self.event_revisions, revision)
-        return self.events[start:]
+        if limit is None or len(self.events) - start <= limit:
+            return self.events[start:]
+        # Never split a revision across chunks: extend to the end of the last one taken.
+        end = bisect.bisect_right(self.event_revisions, self.event_revisions[start + limit - 1])
+        return self.events[start:end]
 
     def lease_keys(self, lease_id: int) -> list[bytes] | None:
         record = self.leases.get(lease_id)

@@ -343,6 +343,8 @@ class MaintenanceService(Base, rpc_pb2_grpc.MaintenanceServicer):
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context) -> rpc_pb2.HashKVResponse:  # noqa: N802
         def compute(m) -> tuple[Any, int, int, int]:
             problem = m.check_revision(request.revision)
+            if problem is None and 0 < request.revision <= m.compact_revision:
+                problem = errors.COMPACTED  # etcd refuses to hash at the compact revision itself
             return problem, (0 if problem else m.hash_kv(request.revision)), m.compact_revision, m.revision
 
         problem, hash_value, compacted, revision = self.replica.read(compute)

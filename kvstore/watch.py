@@ -174,7 +174,7 @@ class WatchHub:
             with self.machine.lock:
                 current = self.machine.mvcc.revision
                 try:
-                    backlog = _whole_revisions(self.machine.mvcc.events_from(w.next_rev), CATCH_UP_CHUNK)
+                    backlog = self.machine.mvcc.events_from(w.next_rev, CATCH_UP_CHUNK)
                 except Compacted:
                     compact = self.machine.mvcc.compact_revision
                     backlog = None
@@ -221,13 +221,3 @@ def _create_problem(stream: WatchStream, key: bytes, req: rpc_pb2.WatchCreateReq
         return "mvcc: duplicate watch ID provided on the WatchStream"
     return None
 
-
-def _whole_revisions(events: list[Event], limit: int) -> list[Event]:
-    """The first `limit` events, extended so that no revision is split across chunks."""
-    if len(events) <= limit:
-        return events
-    end = limit
-    last = events[limit - 1].kv.mod_revision
-    while end < len(events) and events[end].kv.mod_revision == last:
-        end += 1
-    return events[:end]
