@@ -101,10 +101,10 @@ def delete_result_to_pb(res: DeleteResult, header: rpc_pb2.ResponseHeader) -> rp
 
 def txn_result_to_pb(res: TxnResult, header: rpc_pb2.ResponseHeader) -> rpc_pb2.TxnResponse:
     return rpc_pb2.TxnResponse(header=header, succeeded=res.succeeded,
-                               responses=[_response_op(r, header) for r in res.responses])
+                               responses=[response_op_to_pb(r, header) for r in res.responses])
 
 
-def _response_op(res: OpResult, header: rpc_pb2.ResponseHeader) -> rpc_pb2.ResponseOp:
+def response_op_to_pb(res: OpResult, header: rpc_pb2.ResponseHeader) -> rpc_pb2.ResponseOp:
     if isinstance(res, RangeResult):
         return rpc_pb2.ResponseOp(response_range=range_result_to_pb(res, header))
     if isinstance(res, PutResult):

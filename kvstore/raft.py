@@ -137,6 +137,9 @@ class DurableAcks:
         self.transport.send = self._hold
         self._term = (self.journal.getCurrentTerm(), self.journal.getVotedForNodeId())
         self.syncs = 0
+        self.writes = 1  # unknown state at start: sync once
+        self._synced_writes = 0
+        self._count_writes()
         node.hooks.after_append = self.sync_journal
 
     def _hold(self, node: Any, message: dict) -> None:
@@ -145,9 +148,25 @@ class DurableAcks:
         else:
             self._send(node, message)
 
+    def _count_writes(self) -> None:
+        """Wrap the journal's mutators so a sync happens only when something was written."""
+        for name in ("add", "clear", "deleteEntriesFrom", "deleteEntriesTo"):
+            original = getattr(self.journal, name)
+
+            def counted(*args: Any, _original: Callable = original) -> Any:
+                self.writes += 1
+                return _original(*args)
+
+            setattr(self.journal, name, counted)
+
     def sync_journal(self) -> None:
+        """fdatasync the journal if anything was written to it since the last sync."""
+        if self.writes == self._synced_writes:
+            return
+        writes = self.writes
         # The file object is replaced when the journal grows: look the fd up each time.
         os.fdatasync(self.journal._FileJournal__journalFile._ResizableFile__f.fileno())
+        self._synced_writes = writes
         self.syncs += 1
 
     def flush(self) -> None:

@@ -42,10 +42,14 @@ Follower (AppendEntries receiver, rules 3 to 5):
    tail, and replies ``success`` with ``next_node_idx = last verified + 1`` (it must not
    acknowledge the tail, which this message did not verify - it may be a stale leftover of an
    older term).
-3. ``commitIndex = min(leaderCommit, index of the last entry verified by this message)``: the
-   message's ``commit_index`` is clamped, so an unverified tail entry is never committed (and
-   applied) on the strength of this message. A commit index the follower already had is never
-   lowered.
+3. ``commitIndex = min(leaderCommit, index of the last entry verified by this message)``, so an
+   unverified tail entry is never committed (and applied) on the strength of this message. On the
+   plain-append and conflict paths the log ends at that entry once pysyncobj has appended, and on
+   the kept-tail path pysyncobj sees the view ending there, so its own ``min(leaderCommit, last
+   log index)`` is exactly this rule. The message's ``commit_index`` itself is left alone: pysyncobj
+   also stores it as the leader's commit index, which gates ``onReady``/``isReady()``, and a
+   lowered value would report a lagging follower as caught up. A commit index the follower already
+   had is never lowered.
 
 Leader (``nextIndex``/``matchIndex`` bookkeeping, section 5.3):
 
@@ -142,7 +146,7 @@ class SafeLogStats:
 
     trimmed_entries: int = 0     # already-present entries dropped from append_entries messages
     kept_tails: int = 0          # messages whose matching local tail was kept instead of deleted
-    clamped_commits: int = 0     # commit_index values lowered to the last verified index
+    clamped_commits: int = 0     # kept-tail messages whose leader commit exceeded what they verified
     conflicts: int = 0           # messages that still truncated, at a genuine term conflict
     next_index_kept: int = 0     # leader: success replies that would have moved nextIndex back
     next_index_clamped: int = 0  # leader: nextIndex raised to matchIndex + 1
@@ -191,12 +195,17 @@ class SafeLogMixin:
 
     safelog_stats: SafeLogStats
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # With SyncObj first, SyncObj's handler would win and the mixin would silently do nothing
+        # (SyncObj.__init__ doesn't call super().__init__, so __init__ can't catch it either).
+        mro = cls.__mro__
+        if SyncObj in mro and mro.index(SafeLogMixin) > mro.index(SyncObj):
+            raise TypeError(f"{cls.__name__}: SafeLogMixin must come before SyncObj in the bases")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not isinstance(self, SyncObj):
             raise TypeError("SafeLogMixin must be combined with pysyncobj.SyncObj")
-        mro = type(self).__mro__
-        if mro.index(SafeLogMixin) > mro.index(SyncObj):
-            raise TypeError("SafeLogMixin must come before SyncObj in the base classes")
         # Created before SyncObj.__init__ so pysyncobj does not treat it as replicated state.
         self.safelog_stats = SafeLogStats()
         super().__init__(*args, **kwargs)
@@ -270,9 +279,6 @@ class SafeLogMixin:
         if matched:
             rewritten["prevLogIdx"], rewritten["prevLogTerm"] = entries[matched - 1][1:3]
             self.safelog_stats.trimmed_entries += matched
-        if rewritten["commit_index"] > last_verified:
-            rewritten["commit_index"] = last_verified
-            self.safelog_stats.clamped_commits += 1
 
         if matched < len(entries) or last_verified == last:
             # Either nothing beyond the matched prefix remains locally (plain append), or the first
@@ -282,8 +288,11 @@ class SafeLogMixin:
             handle(node, rewritten)
             return
 
-        # Every entry matched and the local log goes on: keep the tail (rule 2).
+        # Every entry matched and the local log goes on: keep the tail (rule 2). Against the view,
+        # pysyncobj also bounds the commit index by the last verified entry (rule 3).
         self.safelog_stats.kept_tails += 1
+        if message["commit_index"] > last_verified:
+            self.safelog_stats.clamped_commits += 1
         commit_before = self._SyncObj__raftCommitIndex
         self._SyncObj__raftLog = _TailHidingJournal(log, last_verified - first + 1)
         try:

@@ -28,6 +28,7 @@ import grpc
 from kvstore import errors
 from kvstore.client import Stubs, TLSFiles, aio_stubs
 from kvstore.clock import Clock, MonotonicClock
+from kvstore.forward import ForwardBatcher
 from kvstore.commands import Applied, Compact, Event, KVError, LeaseGrant, LeaseRevoke, Operation, PublishMember, ReadBarrier
 from kvstore.lessor import Lessor, effective_ttl
 from kvstore.raft import GroupCommitter, ProposalFailed, RaftReplica, RaftSettings, member_id_for
@@ -92,6 +93,8 @@ class Replica:
         self.committer: GroupCommitter | None = None
         self.hub: WatchHub | None = None
         self._was_leader = False
+        self._revision_waiters: list[tuple[int, asyncio.Future]] = []
+        self.forwarder = ForwardBatcher(self, Unavailable)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -153,24 +156,54 @@ class Replica:
 
     # ---- proposing ---------------------------------------------------------------------------
 
-    async def propose(self, op: Operation, budget: float) -> Applied:
-        """Commit `op` through Raft on this replica (which must lead); UNAVAILABLE otherwise."""
+    def submit(self, op: Operation) -> asyncio.Future:
+        """Queue `op` for the next group-commit batch (leader only); settle the future with `settle`."""
         if not self.is_leader():
             raise Unavailable(errors.NO_LEADER)
         assert self.committer is not None
-        future = self.committer.submit(op)
+        return self.committer.submit(op)
+
+    async def settle(self, future: asyncio.Future, budget: float) -> Any:
+        """Await `future`, failing with UNAVAILABLE after `budget` seconds or on a lost proposal."""
+        assert self.loop is not None
+        timer = self.loop.call_later(max(budget, 0.001), _expire, future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(budget, 0.001))
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise Unavailable(errors.TIMEOUT) from None
+            return await future
         except ProposalFailed:
             raise Unavailable(errors.LEADER_CHANGED) from None
+        finally:
+            timer.cancel()
+
+    async def propose(self, op: Operation, budget: float) -> Applied:
+        """Commit `op` through Raft on this replica (which must lead); UNAVAILABLE otherwise."""
+        return await self.settle(self.submit(op), budget)
 
     async def linearizable(self, fn: Callable[[Any], Any], budget: float) -> Any:
-        """Run `fn(mvcc)` after a read barrier committed through the log (leader only)."""
-        await self.propose(ReadBarrier(), budget)
+        """Run `fn(mvcc)` once every write acknowledged before this call is visible here.
+
+        On the leader: after a read barrier committed through the log. On a follower: after the
+        leader's barrier revision has been applied locally (ReadIndex-like, see kvstore.forward).
+        """
+        if self.is_leader():
+            await self.propose(ReadBarrier(), budget)
+            return self.read(fn)
+        started = self.clock.now()
+        revision = await self.settle(self.forwarder.barrier(), budget)
+        await self.wait_revision(revision, budget - (self.clock.now() - started))
         return self.read(fn)
+
+    async def forward_write(self, op: rpc_pb2.RequestOp, budget: float) -> Any:
+        """A follower's write, batched to the leader; the leader's `ForwardResult`."""
+        return await self.settle(self.forwarder.write(op), budget)
+
+    async def wait_revision(self, revision: int, budget: float) -> None:
+        """Wait until this replica has applied the store revision `revision`."""
+        if self.revision() >= revision:
+            return
+        assert self.loop is not None
+        future = self.loop.create_future()
+        self._revision_waiters.append((revision, future))
+        await self.settle(future, budget)
 
     async def leader_stubs(self, budget: float) -> Stubs:
         """Stubs to the current leader's client URL, waiting up to `budget` for a leader."""
@@ -206,10 +239,24 @@ class Replica:
     def _publish(self, events: list[Event], revision: int) -> None:
         if self.hub is not None:
             self.hub.publish(events, revision)
+        self._wake_revision_waiters(revision)
+
+    def _wake_revision_waiters(self, revision: int) -> None:
+        if not self._revision_waiters:
+            return
+        waiting = []
+        for wanted, future in self._revision_waiters:
+            if wanted <= revision:
+                if not future.done():
+                    future.set_result(None)
+            elif not future.done():
+                waiting.append((wanted, future))
+        self._revision_waiters = waiting
 
     def _restored(self) -> None:
         if self.hub is not None:
             self.hub.restored()
+        self._wake_revision_waiters(self.revision())
 
     def _role_changed(self) -> None:
         leader = self.is_leader()
@@ -305,6 +352,11 @@ class Replica:
         task = asyncio.ensure_future(coro)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(Unavailable(errors.TIMEOUT))
 
 
 class LeaderIsSelf(Exception):

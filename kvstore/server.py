@@ -20,6 +20,7 @@ from kvstore.convert import (
     delete_from_pb, delete_result_to_pb, put_from_pb, put_result_to_pb, range_from_pb,
     range_result_to_pb, txn_from_pb, txn_result_to_pb,
 )
+from kvstore.forward import STATUS_BY_NUMBER, serve_forward
 from kvstore.mvcc import validate_txn
 from kvstore.raft import member_id_for
 from kvstore.replica import FORWARDED, LeaderIsSelf, Replica, Unavailable, request_budget
@@ -85,47 +86,50 @@ class KVService(Base, rpc_pb2_grpc.KVServicer):
         if not request.key:
             await abort_with(context, errors.EMPTY_KEY)
         op = range_from_pb(request)
+
+        def read(m) -> tuple[Any, int]:
+            return m.range(op), m.revision
+
         if request.serializable:
-            return await self._range_response(context, self.replica.read(lambda m: (m.range(op), m.revision)))
-
-        async def local(budget: float) -> rpc_pb2.RangeResponse:
-            result = await self.replica.linearizable(lambda m: (m.range(op), m.revision), budget)
-            return await self._range_response(context, result)
-
-        return await self.on_leader(context, "kv", "Range", request, local)
-
-    async def _range_response(self, context, result: tuple[Any, int]) -> rpc_pb2.RangeResponse:
-        res, revision = result
+            res, revision = self.replica.read(read)
+        else:
+            try:
+                res, revision = await self.replica.linearizable(read, request_budget(context))
+            except Unavailable as err:
+                await abort_with(context, err.error)
         if isinstance(res, KVError):
             await abort_with(context, res)
         return range_result_to_pb(res, self.replica.header(revision))
 
+    async def write(self, context, op: Any, request_op: rpc_pb2.RequestOp, to_pb: Callable) -> Any:
+        """Propose `op` here if this replica leads, else batch `request_op` to the leader."""
+        problem = validate_write(op)
+        if problem is not None:
+            await abort_with(context, problem)
+        budget = request_budget(context)
+        try:
+            if self.replica.is_leader():
+                applied = await self.checked(context, await self.replica.propose(op, budget))
+                return to_pb(applied.result, self.replica.header(applied.revision))
+            result = await self.replica.forward_write(request_op, budget)
+        except Unavailable as err:
+            await abort_with(context, err.error)
+        if result.code:
+            await context.abort(STATUS_BY_NUMBER[result.code], result.message)
+        return getattr(result.response, result.response.WhichOneof("response"))
+
     async def Put(self, request: rpc_pb2.PutRequest, context) -> rpc_pb2.PutResponse:  # noqa: N802
         await _too_large(context, request)
-        if not request.key:
-            await abort_with(context, errors.EMPTY_KEY)
         if request.ignore_value and request.value:
             await abort_with(context, errors.VALUE_PROVIDED)
         if request.ignore_lease and request.lease:
             await abort_with(context, errors.LEASE_PROVIDED)
-        op = put_from_pb(request)
-
-        async def local(budget: float) -> rpc_pb2.PutResponse:
-            applied = await self.checked(context, await self.replica.propose(op, budget))
-            return put_result_to_pb(applied.result, self.replica.header(applied.revision))
-
-        return await self.on_leader(context, "kv", "Put", request, local)
+        return await self.write(context, put_from_pb(request), rpc_pb2.RequestOp(request_put=request),
+                                put_result_to_pb)
 
     async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest, context) -> rpc_pb2.DeleteRangeResponse:  # noqa: N802
-        if not request.key:
-            await abort_with(context, errors.EMPTY_KEY)
-        op = delete_from_pb(request)
-
-        async def local(budget: float) -> rpc_pb2.DeleteRangeResponse:
-            applied = await self.checked(context, await self.replica.propose(op, budget))
-            return delete_result_to_pb(applied.result, self.replica.header(applied.revision))
-
-        return await self.on_leader(context, "kv", "DeleteRange", request, local)
+        return await self.write(context, delete_from_pb(request),
+                                rpc_pb2.RequestOp(request_delete_range=request), delete_result_to_pb)
 
     async def Txn(self, request: rpc_pb2.TxnRequest, context) -> rpc_pb2.TxnResponse:  # noqa: N802
         await _too_large(context, request)
@@ -133,15 +137,7 @@ class KVService(Base, rpc_pb2_grpc.KVServicer):
             op = txn_from_pb(request)
         except ValueError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        problem = validate_txn(op) or _empty_keys(op)
-        if problem is not None:
-            await abort_with(context, problem)
-
-        async def local(budget: float) -> rpc_pb2.TxnResponse:
-            applied = await self.checked(context, await self.replica.propose(op, budget))
-            return txn_result_to_pb(applied.result, self.replica.header(applied.revision))
-
-        return await self.on_leader(context, "kv", "Txn", request, local)
+        return await self.write(context, op, rpc_pb2.RequestOp(request_txn=request), txn_result_to_pb)
 
     async def Compact(self, request: rpc_pb2.CompactionRequest, context) -> rpc_pb2.CompactionResponse:  # noqa: N802
         async def local(budget: float) -> rpc_pb2.CompactionResponse:
@@ -149,6 +145,15 @@ class KVService(Base, rpc_pb2_grpc.KVServicer):
             return rpc_pb2.CompactionResponse(header=self.replica.header(applied.revision))
 
         return await self.on_leader(context, "kv", "Compact", request, local)
+
+
+def validate_write(op: Any) -> KVError | None:
+    """What etcd refuses before proposing: empty keys, oversized or duplicate-key txns."""
+    if isinstance(op, Txn):
+        return validate_txn(op) or _empty_keys(op)
+    if isinstance(op, (Put, DeleteRange, Range)) and not op.key:
+        return errors.EMPTY_KEY
+    return None
 
 
 def _empty_keys(op: Txn) -> KVError | None:
@@ -359,6 +364,15 @@ class MaintenanceService(Base, rpc_pb2_grpc.MaintenanceServicer):
 
 
 class PeerService(Base, peer_pb2_grpc.PeerServicer):
+    async def Forward(self, request: peer_pb2.ForwardRequest, context) -> peer_pb2.ForwardResponse:  # noqa: N802
+        if not self.replica.is_leader():
+            # Never forwarded twice: the follower retries with whoever leads now.
+            await abort_with(context, errors.LEADER_CHANGED)
+        try:
+            return await serve_forward(self.replica, request, request_budget(context), validate_write)
+        except Unavailable as err:
+            await abort_with(context, err.error)
+
     async def Publish(self, request: peer_pb2.PublishRequest, context) -> peer_pb2.PublishResponse:  # noqa: N802
         op = PublishMember(request.member_id, request.name, request.peer_url, tuple(request.client_urls))
 

@@ -13,9 +13,10 @@ from protos.etcd.etcdserverpb import rpc_pb2
 def test_history_and_log_stay_bounded_and_laggard_catches_up(cluster_factory):
     cluster = cluster_factory(extra_args=("--compaction-retention", "100", "--compaction-interval", "0.5",
                                           "--snapshot-entries", "300"))
-    stubs = sync_stubs(cluster.endpoints[0])
-    laggard = (cluster.wait_leader() + 1) % 3
+    leader = cluster.wait_leader()
+    laggard = (leader + 1) % 3
     cluster.kill(laggard)
+    stubs = sync_stubs(cluster.endpoints[leader])
     sizes = []
     first_rev = None
     for round_ in range(6):
@@ -23,7 +24,7 @@ def test_history_and_log_stay_bounded_and_laggard_catches_up(cluster_factory):
             resp = stubs.kv.Put(rpc_pb2.PutRequest(key=b"hot/%d" % (i % 10), value=b"x" * 200), timeout=5)
             first_rev = first_rev or resp.header.revision
         time.sleep(1.0)
-        journal = sum(p.stat().st_size for p in cluster.members[0].data_dir.glob("raft.journal"))
+        journal = sum(p.stat().st_size for p in cluster.members[leader].data_dir.glob("raft.journal"))
         sizes.append(journal)
     status = stubs.maintenance.Status(rpc_pb2.StatusRequest(), timeout=5)
     # MVCC history was compacted: an early revision is gone.

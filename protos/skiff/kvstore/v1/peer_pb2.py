@@ -22,19 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protos.etcd.etcdserverpb import rpc_pb2 as protos_dot_etcd_dot_etcdserverpb_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/skiff/kvstore/v1/peer.proto\x12\x10skiff.kvstore.v1\"X\n\x0ePublishRequest\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08peer_url\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x04 \x03(\t\"\x11\n\x0fPublishResponse2X\n\x04Peer\x12P\n\x07Publish\x12 .skiff.kvstore.v1.PublishRequest\x1a!.skiff.kvstore.v1.PublishResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/skiff/kvstore/v1/peer.proto\x12\x10skiff.kvstore.v1\x1a\"protos/etcd/etcdserverpb/rpc.proto\"X\n\x0ePublishRequest\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08peer_url\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x04 \x03(\t\"\x11\n\x0fPublishResponse\"L\n\x0e\x46orwardRequest\x12$\n\x03ops\x18\x01 \x03(\x0b\x32\x17.etcdserverpb.RequestOp\x12\x14\n\x0cread_barrier\x18\x02 \x01(\x08\"Z\n\rForwardResult\x12*\n\x08response\x18\x01 \x01(\x0b\x32\x18.etcdserverpb.ResponseOp\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"]\n\x0f\x46orwardResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.skiff.kvstore.v1.ForwardResult\x12\x18\n\x10\x62\x61rrier_revision\x18\x02 \x01(\x03\x32\xaa\x01\n\x04Peer\x12P\n\x07Publish\x12 .skiff.kvstore.v1.PublishRequest\x1a!.skiff.kvstore.v1.PublishResponse\"\x00\x12P\n\x07\x46orward\x12 .skiff.kvstore.v1.ForwardRequest\x1a!.skiff.kvstore.v1.ForwardResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.skiff.kvstore.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PUBLISHREQUEST']._serialized_start=56
-  _globals['_PUBLISHREQUEST']._serialized_end=144
-  _globals['_PUBLISHRESPONSE']._serialized_start=146
-  _globals['_PUBLISHRESPONSE']._serialized_end=163
-  _globals['_PEER']._serialized_start=165
-  _globals['_PEER']._serialized_end=253
+  _globals['_PUBLISHREQUEST']._serialized_start=92
+  _globals['_PUBLISHREQUEST']._serialized_end=180
+  _globals['_PUBLISHRESPONSE']._serialized_start=182
+  _globals['_PUBLISHRESPONSE']._serialized_end=199
+  _globals['_FORWARDREQUEST']._serialized_start=201
+  _globals['_FORWARDREQUEST']._serialized_end=277
+  _globals['_FORWARDRESULT']._serialized_start=279
+  _globals['_FORWARDRESULT']._serialized_end=369
+  _globals['_FORWARDRESPONSE']._serialized_start=371
+  _globals['_FORWARDRESPONSE']._serialized_end=464
+  _globals['_PEER']._serialized_start=467
+  _globals['_PEER']._serialized_end=637
 # @@protoc_insertion_point(module_scope)

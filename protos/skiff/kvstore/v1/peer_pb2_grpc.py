@@ -39,6 +39,11 @@ class PeerStub:
                 request_serializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.PublishRequest.SerializeToString,
                 response_deserializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.Forward = channel.unary_unary(
+                '/skiff.kvstore.v1.Peer/Forward',
+                request_serializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.ForwardResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -52,6 +57,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forward(self, request, context):
+        """A follower's waiting writes, and its waiting linearizable reads' need for a read barrier,
+        carried to the leader in one call (group commit across the forwarding hop).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +72,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Publish,
                     request_deserializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.PublishRequest.FromString,
                     response_serializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.PublishResponse.SerializeToString,
+            ),
+            'Forward': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forward,
+                    request_deserializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.ForwardRequest.FromString,
+                    response_serializer=protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.ForwardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +106,33 @@ class Peer:
             '/skiff.kvstore.v1.Peer/Publish',
             protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.PublishRequest.SerializeToString,
             protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skiff.kvstore.v1.Peer/Forward',
+            protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.ForwardRequest.SerializeToString,
+            protos_dot_skiff_dot_kvstore_dot_v1_dot_peer__pb2.ForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,
