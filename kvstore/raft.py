@@ -39,7 +39,7 @@ from typing import Any, Callable
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import _RAFT_STATE
 
-from kvstore.commands import Applied, Batch, Event, Operation
+from kvstore.commands import Applied, Batch, Event, Operation, ReadBarrier
 from kvstore.mvcc import MVCCStore
 try:
     from kvstore.raft_safety import SafeLogMixin
@@ -339,7 +339,7 @@ class GroupCommitter:
         self.max_in_flight = max_in_flight
         self.max_batch_ops = max_batch_ops
         self.pending: list[tuple[Operation, asyncio.Future]] = []
-        self.in_flight: dict[int, list[asyncio.Future]] = {}
+        self.in_flight: dict[int, list[list[asyncio.Future]]] = {}
         self._next_id = 0
         self.batches = 0
         self.ops = 0
@@ -354,38 +354,38 @@ class GroupCommitter:
         while self.pending and len(self.in_flight) < self.max_in_flight:
             items = self.pending[: self.max_batch_ops]
             del self.pending[: self.max_batch_ops]
-            items = [(op, f) for op, f in items if not f.done()]  # callers that gave up
-            if not items:
+            ops, groups = _coalesce([(op, f) for op, f in items if not f.done()])  # skip callers that gave up
+            if not ops:
                 continue
             self._next_id += 1
             batch_id = self._next_id
-            futures = [f for _op, f in items]
-            self.in_flight[batch_id] = futures
+            self.in_flight[batch_id] = groups
             self.batches += 1
             self.ops += len(items)
 
             def on_result(result: Any, reason: int, batch_id: int = batch_id) -> None:
                 self.loop.call_soon_threadsafe(self._finish, batch_id, result, reason)
 
-            self.replica.propose(Batch(tuple(op for op, _f in items)), on_result)
+            self.replica.propose(Batch(tuple(ops)), on_result)
 
     def _finish(self, batch_id: int, result: Any, reason: int) -> None:
-        futures = self.in_flight.pop(batch_id, None)
-        if futures is None:
+        groups = self.in_flight.pop(batch_id, None)
+        if groups is None:
             return  # already abandoned
-        for i, future in enumerate(futures):
-            if future.done():
-                continue
-            if reason == FAIL_REASON.SUCCESS:
-                future.set_result(result[i])
-            else:
-                future.set_exception(ProposalFailed(reason))
+        for i, group in enumerate(groups):
+            for future in group:
+                if future.done():
+                    continue
+                if reason == FAIL_REASON.SUCCESS:
+                    future.set_result(result[i])
+                else:
+                    future.set_exception(ProposalFailed(reason))
         self._dispatch()
 
     def abandon_all(self, reason: int = FAIL_REASON.LEADER_CHANGED) -> None:
         """Fail every pending and in-flight operation (leadership changed)."""
-        for futures in self.in_flight.values():
-            for f in futures:
+        for groups in self.in_flight.values():
+            for f in (f for group in groups for f in group):
                 if not f.done():
                     f.set_exception(ProposalFailed(reason))
         self.in_flight.clear()
@@ -393,3 +393,24 @@ class GroupCommitter:
             if not f.done():
                 f.set_exception(ProposalFailed(reason))
         self.pending.clear()
+
+
+def _coalesce(items: list[tuple[Operation, asyncio.Future]]) -> tuple[list[Operation], list[list[asyncio.Future]]]:
+    """One batch's operations, with every waiting read barrier folded into a single one.
+
+    Returns the operations to replicate and, per operation, the futures its result settles.
+    """
+    ops: list[Operation] = []
+    groups: list[list[asyncio.Future]] = []
+    barrier: list[asyncio.Future] | None = None
+    for op, future in items:
+        if isinstance(op, ReadBarrier):
+            if barrier is None:
+                barrier = []
+                ops.append(op)
+                groups.append(barrier)
+            barrier.append(future)
+        else:
+            ops.append(op)
+            groups.append([future])
+    return ops, groups
