@@ -255,10 +255,9 @@ class RaftReplica:
         self._stop.set()
         self._thread.join(timeout=5)
         try:
-            self.node.destroy()
             if self.acks is not None:
                 self.acks.flush()
-            self.node._SyncObj__raftLog._destroy()
+            self.node.destroy()  # with autoTick off this also closes (and flushes) the journal
         except Exception:  # shutting down: nothing useful to do with it
             log.debug("error while destroying the raft node", exc_info=True)
 

@@ -32,4 +32,3 @@ def test_acks_wait_for_the_sync_and_clean_journals_are_not_synced(tmp_path: Path
         assert acks.syncs == syncs + 1
     finally:
         node.destroy()
-        node._SyncObj__raftLog._destroy()
