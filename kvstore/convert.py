@@ -76,7 +76,7 @@ def kv_to_pb(kv: KeyValue) -> kv_pb2.KeyValue:
 
 
 def event_to_pb(ev: Event, with_prev: bool) -> kv_pb2.Event:
-    msg = kv_pb2.Event(type=int(ev.type), kv=kv_to_pb(ev.kv))
+    msg = kv_pb2.Event(type=ev.type.name, kv=kv_to_pb(ev.kv))
     if with_prev and ev.prev_kv is not None:
         msg.prev_kv.CopyFrom(kv_to_pb(ev.prev_kv))
     return msg

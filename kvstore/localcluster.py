@@ -123,8 +123,8 @@ class LocalCluster:
 
     def stop(self) -> None:
         for member in self.members:
-            if member.alive:
-                member.process.send_signal(signal.SIGCONT)
+            if member.process is not None and member.alive:
+                member.process.send_signal(signal.SIGCONT)  # a paused member could not exit
                 member.process.terminate()
         for index, member in enumerate(self.members):
             if member.process is not None:

@@ -408,8 +408,10 @@ def _version_size(key: bytes, v: Version) -> int:
 
 def _compare_value(c: Compare, kv: KeyValue) -> bool:
     target = c.target
+    left: int | bytes
+    right: int | bytes
     if target == CompareTarget.VALUE:
-        left: int | bytes = kv.value
+        left = kv.value
         right = c.operand if isinstance(c.operand, bytes) else b""
     else:
         left = {

@@ -101,13 +101,17 @@ class Replica:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         loop = self.loop
+
+        def in_loop(fn: Callable[..., None]) -> Callable[..., None]:
+            """Run `fn` in the event loop; called from the Raft tick thread."""
+            def call(*args: Any) -> None:
+                loop.call_soon_threadsafe(fn, *args)
+            return call
+
         self.raft = RaftReplica(
             self.config.listen_peer, list(self.config.initial_cluster.values()), self.config.data_dir,
-            self.config.secret,
-            on_events=lambda evs, rev: loop.call_soon_threadsafe(self._publish, evs, rev),
-            on_restored=lambda: loop.call_soon_threadsafe(self._restored),
-            on_role_change=lambda: loop.call_soon_threadsafe(self._role_changed),
-            settings=self.config.raft,
+            self.config.secret, on_events=in_loop(self._publish), on_restored=in_loop(self._restored),
+            on_role_change=in_loop(self._role_changed), settings=self.config.raft,
         )
         self.committer = GroupCommitter(self.raft, loop, max_in_flight=self.config.max_in_flight)
         self.hub = WatchHub(self.raft.machine, self.header)

@@ -320,8 +320,12 @@ class ClusterService(Base, rpc_pb2_grpc.ClusterServicer):
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
+        def settle(reason: int) -> None:
+            if not done.done():
+                done.set_result(reason)
+
         def callback(_result: Any, reason: int) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(reason))
+            loop.call_soon_threadsafe(settle, reason)
 
         action(peer, callback)
         try:
@@ -365,13 +369,14 @@ class MaintenanceService(Base, rpc_pb2_grpc.MaintenanceServicer):
 
 class PeerService(Base, peer_pb2_grpc.PeerServicer):
     async def Forward(self, request: peer_pb2.ForwardRequest, context) -> peer_pb2.ForwardResponse:  # noqa: N802
-        if not self.replica.is_leader():
-            # Never forwarded twice: the follower retries with whoever leads now.
-            await abort_with(context, errors.LEADER_CHANGED)
         try:
+            if not self.replica.is_leader():
+                # Never forwarded twice: the follower retries with whoever leads now.
+                raise Unavailable(errors.LEADER_CHANGED)
             return await serve_forward(self.replica, request, request_budget(context), validate_write)
         except Unavailable as err:
             await abort_with(context, err.error)
+            raise  # abort raises; this line only tells type checkers so
 
     async def Publish(self, request: peer_pb2.PublishRequest, context) -> peer_pb2.PublishResponse:  # noqa: N802
         op = PublishMember(request.member_id, request.name, request.peer_url, tuple(request.client_urls))
