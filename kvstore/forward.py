@@ -42,6 +42,7 @@ class ForwardBatcher:
         self.writes: list[tuple[rpc_pb2.RequestOp, asyncio.Future]] = []
         self.reads: list[asyncio.Future] = []
         self.in_flight = 0
+        self.sent: set[asyncio.Task] = set()  # calls already sent to some leader
 
     def write(self, op: rpc_pb2.RequestOp) -> asyncio.Future:
         """Future of the leader's `ForwardResult` for this write."""
@@ -68,13 +69,23 @@ class ForwardBatcher:
             self.in_flight += 1
             asyncio.ensure_future(self._send(writes, reads))
 
+    def leader_changed(self) -> None:
+        """Drop the calls sent to the former leader (it may be cut off and never answer): their
+        callers get UNAVAILABLE at once (outcome unknown), and new batches go to the new leader.
+        Calls still waiting to learn a leader are kept."""
+        for call in list(self.sent):
+            call.cancel()
+
     async def _send(self, writes: list[tuple[rpc_pb2.RequestOp, asyncio.Future]], reads: list[asyncio.Future]) -> None:
+        me = asyncio.current_task()
         try:
             stubs = await self.replica.leader_stubs(FORWARD_RPC_TIMEOUT)
+            if me is not None:
+                self.sent.add(me)
             response = await stubs.peer.Forward(
                 peer_pb2.ForwardRequest(ops=[op for op, _f in writes], read_barrier=bool(reads)),
                 timeout=FORWARD_RPC_TIMEOUT)
-        except Exception as err:  # leader unknown, unreachable, changed, or it is us now
+        except (Exception, asyncio.CancelledError) as err:  # leader unknown, unreachable, changed, or us now
             failure = self.unavailable(_why(err))
             for future in [f for _op, f in writes] + reads:
                 if not future.done():
@@ -87,6 +98,7 @@ class ForwardBatcher:
                 if not future.done():
                     future.set_result(response.barrier_revision)
         finally:
+            self.sent.discard(me)  # type: ignore[arg-type]
             self.in_flight -= 1
             self._kick()
 
@@ -97,6 +109,8 @@ def _why(err: Exception) -> KVError:
             return errors.TIMEOUT
         if err.code() == grpc.StatusCode.UNAVAILABLE and err.details():
             return KVError("UNAVAILABLE", err.details())
+        return errors.LEADER_CHANGED
+    if isinstance(err, asyncio.CancelledError):
         return errors.LEADER_CHANGED
     return getattr(err, "error", errors.NO_LEADER)
 

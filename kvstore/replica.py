@@ -94,6 +94,7 @@ class Replica:
         self.hub: WatchHub | None = None
         self._was_leader = False
         self._revision_waiters: list[tuple[int, asyncio.Future]] = []
+        self._leader_peer: str | None = None
         self.forwarder = ForwardBatcher(self, Unavailable)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -263,6 +264,10 @@ class Replica:
         self._wake_revision_waiters(self.revision())
 
     def _role_changed(self) -> None:
+        leader_peer = self.raft.leader_peer() if self.raft else None
+        if leader_peer != self._leader_peer:
+            self._leader_peer = leader_peer
+            self.forwarder.leader_changed()
         leader = self.is_leader()
         if leader == self._was_leader:
             return
