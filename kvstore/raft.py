@@ -41,11 +41,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 
 from kvstore.commands import Applied, Batch, Event, Operation, ReadBarrier
 from kvstore.mvcc import MVCCStore
-try:
-    from kvstore.raft_safety import SafeLogMixin
-except ImportError:  # TEMPORARY while raft_safety is written
-    class SafeLogMixin:  # type: ignore[no-redef]
-        pass
+from kvstore.raft_safety import SafeLogMixin
 
 log = logging.getLogger("skiff.kvstore.raft")
 

@@ -21,8 +21,11 @@ applied) the later entries; it truncates them, logging CRITICAL "truncating alre
 entries" when they were applied, and re-appends a shorter batch. The leader has meanwhile counted
 the follower's ack towards the commit quorum, so a committed entry can sit on only a minority of
 logs; had the leader died then, it could be lost. The follower may also have a log compaction
-in flight whose cut point lies beyond the shortened log; ``deleteEntriesTo`` then empties the
-journal and every later tick raises IndexError.
+pending whose cut point (its lastApplied - 1 when the snapshot was taken) lies beyond the shortened
+log; ``deleteEntriesTo`` then empties the journal and every later ``append_entries`` raises
+IndexError. And once ``nextIndex`` has fallen below the leader's first log entry the leader
+installs its snapshot on a follower that was not behind: the follower's state and lastApplied
+jump back (by over a thousand entries in our load runs) and are replayed.
 
 The rules restored here (Raft paper, figure 2 and section 5.3)
 --------------------------------------------------------------
@@ -66,9 +69,10 @@ Usage
 -----
 ::
 
-    class Store(SafeLogMixin, SyncObj):          # the mixin must come before SyncObj
+    class Store(SafeLogMixin, SyncObj):  # SafeLogMixin first; the other order raises TypeError
         def __init__(self, self_addr, peers, conf):
-            super().__init__(self_addr, peers, conf=conf)
+            super().__init__(self_addr, peers, conf=conf)  # same arguments as SyncObj
+            self.data = {}  # replicated state: created after SyncObj.__init__, as usual
 
 The mixin keeps its state (``safelog_stats``) in an attribute created *before*
 ``SyncObj.__init__`` runs: pysyncobj snapshots every instance attribute created after its own
@@ -266,15 +270,13 @@ class SafeLogMixin:
             return
 
         matched = 0
-        for command, idx, term in entries:
+        for _command, idx, term in entries:
             if idx > last or log[idx - first][2] != term:
                 break
             matched += 1
         last_verified = entries[-1][1] if entries else prev_idx
 
-        rewritten = dict(message)
-        rewritten.pop("transmission", None)
-        rewritten.pop("data", None)
+        rewritten = dict(message)  # never modify the caller's message
         rewritten["entries"] = entries[matched:]
         if matched:
             rewritten["prevLogIdx"], rewritten["prevLogTerm"] = entries[matched - 1][1:3]
