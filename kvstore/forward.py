@@ -103,7 +103,7 @@ class ForwardBatcher:
             self._kick()
 
 
-def _why(err: Exception) -> KVError:
+def _why(err: BaseException) -> KVError:
     if isinstance(err, grpc.aio.AioRpcError):
         if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return errors.TIMEOUT

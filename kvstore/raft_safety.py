@@ -198,6 +198,15 @@ class SafeLogMixin:
     """
 
     safelog_stats: SafeLogStats
+    # pysyncobj's private state, as seen from the mixin (for type checkers; set by SyncObj).
+    _SyncObj__transport: Any
+    _SyncObj__raftState: Any
+    _SyncObj__raftCurrentTerm: int
+    _SyncObj__raftLog: Any
+    _SyncObj__raftCommitIndex: int
+    _SyncObj__recvTransmission: Any
+    _SyncObj__raftNextIndex: dict[Any, int]
+    _SyncObj__raftMatchIndex: dict[Any, int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

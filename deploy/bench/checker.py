@@ -97,7 +97,7 @@ def generate_register_history(ops: int, clients: int = 5, keys: int = 3, seed: i
         raw.append((p.call, 2 * seq, p.process, "invoke", p.f, p.key, p.value))
         raw.append((p.ret, 2 * seq + 1, p.process, p.status, p.f, p.key, p.result))
     raw.sort()
-    return [Event(process=r[2], type=r[3], f=r[4], key=r[5], value=r[6], time=r[0], index=i)
+    return [Event(process=r[2], type=r[3], f=r[4], key=r[5], value=r[6], time=r[0], index=i)  # type: ignore[arg-type]
             for i, r in enumerate(raw)]
 
 

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 systems[args.label] = _bench_system(args, loadgen, args.label, _skiff_factory(root / "skiff"), None)
         if args.compare_etcd or args.etcd_only:
             systems["etcd"] = _bench_system(args, loadgen, "etcd", _etcd_factory(root / "etcd"), None)
-    report = {
+    report: dict[str, Any] = {
         "params": _params(args),
         "machine": _machine(loadavg_before, os.getloadavg(), args.data_dir or Path(tempfile.gettempdir())),
         "systems": systems,
