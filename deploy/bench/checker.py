@@ -17,7 +17,10 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deploy.chaos.history import Event
 
 MS = 1_000_000  # ns
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 def generate_register_history(ops: int, clients: int = 5, keys: int = 3, seed: int = 0, *,
                               info_rate: float = 0.03, fail_rate: float = 0.01,
-                              slow_rate: float = 0.02, value_range: int | None = None) -> list[Any]:
+                              slow_rate: float = 0.02, value_range: int | None = None) -> list[Event]:
     """A linearizable read/write/cas history of about `ops` operations, as `Event`s in time order.
 
     Written values are unique unless `value_range` is given: then they are drawn from 0..value_range-1,

@@ -164,7 +164,7 @@ def check_key(key: str, ops: Sequence[Operation], model: Model, budget: Budget) 
     return KeyResult(key, outcome, len(ops), steps, budget.clock() - started, reason=reason)
 
 
-def is_linearizable(ops: Sequence[Operation], model: Model, budget: Budget | None = None) -> Outcome:
+def check_operations(ops: Sequence[Operation], model: Model, budget: Budget | None = None) -> Outcome:
     """The outcome for operations of a single key (no shrinking)."""
     return search(model.prepare([op for op in ops if op.status != "fail"]), budget or Budget())[0]
 
@@ -178,7 +178,6 @@ class _Entries:
                        + [(s.ret, 1, i) for i, s in enumerate(ops) if s.ret is not None])
         size = len(order)
         self.next = list(range(1, size + 1)) + [-1]
-        self.next[size] = -1
         self.prev = [-1] + list(range(size))
         self.op = [-1] * (size + 1)
         self.is_call = [False] * (size + 1)
@@ -202,6 +201,26 @@ class _Entries:
                 self.partner[call_node[i]] = node
         self.required = ranks
 
+    def unlink(self, call: int) -> None:
+        """Take an operation's call entry, then its return entry, out of the list."""
+        nxt, prv = self.next, self.prev
+        for node in (call, self.partner[call]):
+            if node >= 0:
+                p, n = prv[node], nxt[node]
+                nxt[p] = n
+                if n >= 0:
+                    prv[n] = p
+
+    def relink(self, call: int) -> None:
+        """Undo `unlink(call)`; valid only in reverse order of the unlinks (dancing links)."""
+        nxt, prv = self.next, self.prev
+        for node in (self.partner[call], call):
+            if node >= 0:
+                p, n = prv[node], nxt[node]
+                nxt[p] = node
+                if n >= 0:
+                    prv[n] = node
+
 
 def search(prepared: Prepared, budget: Budget) -> tuple[Outcome, int]:
     """Wing-Gong-Lowe search; returns the outcome and the number of linearization steps taken.
@@ -215,11 +234,11 @@ def search(prepared: Prepared, budget: Budget) -> tuple[Outcome, int]:
     Unknown-outcome calls are tried in time order like the others: measured on simulated chaos
     histories, trying them only after the required ones made the search several times slower.
 
-    One long function on purpose: it is the hot loop, so the list operations are inlined.
+    The loop is long on purpose: it is the hot path, so it keeps everything in locals.
     """
     entries = _Entries(prepared)
-    nxt, prv, node_op, is_call, partner = entries.next, entries.prev, entries.op, entries.is_call, entries.partner
-    rank, unknown_bit, step = entries.rank, entries.unknown_bit, prepared.step
+    nxt, node_op, is_call, partner = entries.next, entries.op, entries.is_call, entries.partner
+    rank, unknown_bit, step, unlink, relink = entries.rank, entries.unknown_bit, prepared.step, entries.unlink, entries.relink
     payloads = [s.payload for s in prepared.ops]
     read_only = [s.read_only for s in prepared.ops]
     remaining = entries.required
@@ -249,18 +268,8 @@ def search(prepared: Prepared, budget: Budget) -> tuple[Outcome, int]:
                 seen.add(key)
                 stack.append((node, state, low, window, unknown, read_only[i]))
                 low, window, unknown, state = key
-                # unlink the call, then its return (relinked in the reverse order)
-                p, n = prv[node], nxt[node]
-                nxt[p] = n
-                if n >= 0:
-                    prv[n] = p
-                ret_node = partner[node]
-                if ret_node >= 0:
-                    remaining -= 1
-                    p, n = prv[ret_node], nxt[ret_node]
-                    nxt[p] = n
-                    if n >= 0:
-                        prv[n] = p
+                unlink(node)
+                remaining -= r >= 0
                 steps += 1
                 if steps >= check_at:
                     if budget.exhausted(steps):
@@ -278,17 +287,8 @@ def search(prepared: Prepared, budget: Budget) -> tuple[Outcome, int]:
             if not stack:
                 return "illegal", steps
             node, state, low, window, unknown, forced = stack.pop()
-            ret_node = partner[node]
-            if ret_node >= 0:
-                remaining += 1
-                p, n = prv[ret_node], nxt[ret_node]
-                nxt[p] = ret_node
-                if n >= 0:
-                    prv[n] = ret_node
-            p, n = prv[node], nxt[node]
-            nxt[p] = node
-            if n >= 0:
-                prv[n] = node
+            relink(node)
+            remaining += partner[node] >= 0
         node = nxt[node]
     return "ok", steps
 
@@ -336,8 +336,9 @@ def _shrink_pass(current: list[Operation], chunk: int, model: Model, deadline: f
 
 @dataclass(frozen=True)
 class SetResult:
-    """One set: acknowledged adds missing from the final read are `lost`; elements read that no
-    add ever tried are `unexpected`; unacknowledged (info/fail) adds that are present, `recovered`."""
+    """One set: acknowledged adds missing from a final read are `lost`; elements read that no add
+    ever tried are `unexpected`; unacknowledged (info/fail) adds that are present, `recovered`.
+    `present` counts the distinct elements the final reads returned."""
 
     key: str
     outcome: Outcome
@@ -370,10 +371,12 @@ class SetVerdict:
 
 
 def check_set(history: Sequence[Event] | Sequence[Operation]) -> SetVerdict:
-    """Check add/read set histories, one set per key, against the last successful read of each.
+    """Check add/read set histories, one set per key, against the final reads of each set.
 
-    Adds acknowledged before that read was invoked must be present; adds concurrent with it, or
-    with an unknown or failed outcome, may or may not be.
+    The final reads are the successful reads invoked after the last add was invoked (a run reads
+    the set from every replica at the end); with none, the last successful read. In each, every
+    add acknowledged before that read began must be present and nothing may be that no add ever
+    tried; adds concurrent with the read, or with an unknown or failed outcome, may or may not be.
     """
     by_key: dict[str, list[Operation]] = {}
     for op in as_operations(history):
@@ -386,19 +389,30 @@ def check_set(history: Sequence[Event] | Sequence[Operation]) -> SetVerdict:
 
 def _check_one_set(key: str, ops: Sequence[Operation]) -> SetResult:
     adds = [op for op in ops if op.f == "add"]
-    reads = [op for op in ops if op.f == "read" and op.status == "ok"]
     acked = [op for op in adds if op.status == "ok"]
+    reads = [op for op in ops if op.f == "read" and op.status == "ok"]
     if not reads:
         return SetResult(key, "unknown", len(adds), len(acked), 0, reason="No successful final read.")
-    final = max(reads, key=lambda op: (op.complete_time or 0, op.invoke_index))
-    present = {canonical(element): element for element in (final.result or [])}
+    last_add = max((op.call_time for op in adds), default=None)
+    finals = [op for op in reads if last_add is None or op.call_time > last_add]
+    finals = finals or [max(reads, key=lambda op: (op.complete_time or 0, op.invoke_index))]
     attempted = {canonical(op.value) for op in adds}
-    must = [op for op in acked if op.complete_time is not None and op.complete_time < final.call_time]
-    lost = tuple(op.value for op in must if canonical(op.value) not in present)
-    unexpected = tuple(value for text, value in present.items() if text not in attempted)
-    recovered = tuple(op.value for op in adds if op.status != "ok" and canonical(op.value) in present)
+    lost: dict[str, Any] = {}
+    unexpected: dict[str, Any] = {}
+    seen: set[str] = set()
+    for read in finals:
+        present = {canonical(element): element for element in (read.result or [])}
+        seen.update(present)
+        for op in acked:
+            text = canonical(op.value)
+            if op.complete_time is not None and op.complete_time < read.call_time and text not in present:
+                lost[text] = op.value
+        unexpected.update((text, value) for text, value in present.items() if text not in attempted)
+    recovered = tuple(op.value for op in adds if op.status != "ok" and canonical(op.value) in seen)
     outcome: Outcome = "illegal" if lost or unexpected else "ok"
-    return SetResult(key, outcome, len(adds), len(acked), len(present), lost, unexpected, recovered)
+    reason = f"Checked {len(finals)} final read(s)." if len(finals) > 1 else ""
+    return SetResult(key, outcome, len(adds), len(acked), len(seen), tuple(lost.values()),
+                     tuple(unexpected.values()), recovered, reason)
 
 
 def _preview(values: Sequence[Any], limit: int = 20) -> str:

@@ -113,7 +113,8 @@ class RegisterModel:
     def prepare(self, ops: Sequence[Operation]) -> Prepared:
         ids: dict[str, int] = {}
         init = _intern(ids, self.initial)
-        compiled = [_compile(op, ids) for op in ops if not (op.is_info and op.f == "read")]
+        # failed ops did not happen; an info read has no result and no effect: neither constrains
+        compiled = [_compile(op, ids) for op in ops if op.status != "fail" and not (op.is_info and op.f == "read")]
         deadlines: dict[int, int] = {}
         if self.simplify:
             compiled = _prune_unobserved(compiled)

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from deploy.chaos.checker import Budget, check, check_register, check_set, is_linearizable, shrink_history
+from deploy.chaos.checker import Budget, check, check_register, check_set, check_operations, shrink_history
 from deploy.chaos.history import (
     Event, HistoryError, Operation, load_history, pair_operations, render_operations, save_history,
 )
@@ -60,7 +60,7 @@ def outcome(ops: Sequence[Operation], **kwargs: Any) -> str:
 
 # --- linearizable ---------------------------------------------------------------------------------
 
-def test_empty_history_is_linearizable() -> None:
+def test_empty_history_check_operations() -> None:
     assert check_register([]).ok
 
 
@@ -210,7 +210,7 @@ def test_timeout_uses_the_injected_clock() -> None:
     ticks = iter(range(0, 10**6, 10))
     history = [w(p, p, 0, 100) for p in range(14)] + [r(99, "nobody", 200, 201)]
     model = RegisterModel(simplify=False)
-    assert is_linearizable(history, model, Budget(timeout=5, clock=lambda: float(next(ticks)))) == "unknown"
+    assert check_operations(history, model, Budget(timeout=5, clock=lambda: float(next(ticks)))) == "unknown"
 
 
 def test_shrink_keeps_the_writes_that_explain_a_stale_read() -> None:
@@ -221,7 +221,7 @@ def test_shrink_keeps_the_writes_that_explain_a_stale_read() -> None:
     assert minimal
     assert sorted((o.f, o.value if o.f != "read" else o.result) for o in failing) == [
         ("read", 1), ("write", 1), ("write", 2)]
-    assert is_linearizable(failing, RegisterModel()) == "illegal"
+    assert check_operations(failing, RegisterModel()) == "illegal"
 
 
 def test_unknown_operation_is_an_error() -> None:
@@ -307,6 +307,14 @@ def test_set_lost_and_unexpected() -> None:
 
 def test_set_add_concurrent_with_final_read_may_be_missing() -> None:
     assert check_set([add(1, 1, 0, 1), add(2, 2, 99, 102), final_read([1], call=100)]).ok
+
+
+def test_set_every_final_read_is_checked() -> None:
+    history = [add(1, 1, 0, 1), add(2, 2, 0, 2), final_read([1, 2], call=100), final_read([2], call=110)]
+    verdict = check_set(history)
+    assert verdict.outcome == "illegal" and verdict.sets["s"].lost == (1,)
+    # a read before the last add is not a final read
+    assert check_set([add(1, 1, 0, 1), final_read([], call=2), add(2, 2, 5, 6), final_read([1, 2], call=10)]).ok
 
 
 def test_set_without_final_read_is_unknown() -> None:
