@@ -191,11 +191,15 @@ class RaftSettings:
     """Timing and storage knobs (seconds); the defaults suit loopback and a small LAN."""
 
     tick_wait: float = 0.02
-    election_min: float = 0.4
-    election_max: float = 1.2
+    # pysyncobj's 0.4 s minimum is too short for a Python process on a busy 2-core machine: a
+    # tick that stalls (a snapshot, a GC pause) would start needless elections.
+    election_min: float = 0.7
+    election_max: float = 1.4
     heartbeat: float = 0.1
     # A leader that hears from no majority for this long steps down (pysyncobj's default is 30 s).
-    leader_fallback: float = 1.0
+    # Reads never trust this belief (they go through the log), so it only bounds how long a
+    # cut-off leader keeps accepting requests it will time out on.
+    leader_fallback: float = 2.0
     log_compaction_entries: int = 20_000
     log_compaction_seconds: float = 600.0
     durable: bool = True
