@@ -51,6 +51,9 @@ class Cluster(Protocol):
     def kill(self, index: int, sig: int = signal.SIGKILL) -> None: ...
 
 
+# The no-op Python gRPC servers of --calibrate (see deploy/bench/noop_server.py).
+CALIBRATION = "grpc-noop"
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's flags; defaults are sized for a 2-core machine."""
     parser.add_argument("--endpoints", help="H:P,... of a running skiff store (default: start a local 3-replica one)")
@@ -58,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-etcd", action="store_true", help="also start a 3-member etcd and run the same load")
     parser.add_argument("--etcd-only", action="store_true", help="measure only the etcd this command starts (a baseline)")
     parser.add_argument("--failover", action="store_true", help="kill -9 the leader under put load; report the write outage")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also measure no-op Python gRPC servers under the same load: the ceiling for any Python server here")
     parser.add_argument("--check-perf", action="store_true", help="also run `etcdctl check perf` against each system (~60 s each)")
     parser.add_argument("--check-perf-load", default="l", choices=("s", "m", "l", "xl"), help="check perf load (default l)")
     parser.add_argument("--clients", type=int, default=3, help="client processes (default 3)")
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 systems[args.label] = _bench_system(args, loadgen, args.label, _skiff_factory(root / "skiff"), None)
         if args.compare_etcd or args.etcd_only:
             systems["etcd"] = _bench_system(args, loadgen, "etcd", _etcd_factory(root / "etcd"), None)
+        if args.calibrate:
+            systems[CALIBRATION] = _bench_system(args, loadgen, CALIBRATION, _noop_factory(), None)
     report: dict[str, Any] = {
         "params": _params(args),
         "machine": _machine(loadavg_before, os.getloadavg(), args.data_dir or Path(tempfile.gettempdir())),
@@ -165,6 +172,13 @@ def _skiff_factory(base: Path) -> Callable[[], Cluster]:
     return make
 
 
+def _noop_factory() -> Callable[[], Cluster]:
+    def make() -> Cluster:
+        from deploy.bench.noop_server import NoopCluster
+        return NoopCluster(size=3)
+    return make
+
+
 def _etcd_factory(base: Path) -> Callable[[], Cluster]:
     def make() -> Cluster:
         from deploy.bench.etcd_cluster import EtcdCluster
@@ -195,14 +209,14 @@ def _bench_system(args: argparse.Namespace, loadgen: Any, name: str,
         loadgen.preload(endpoints, args.key_space, args.value_size, timeout=args.timeout)
         for key, label in ROWS:
             out["rows"][key] = _measure_row(args, loadgen, name, key, label, endpoints, cluster)
-        if args.check_perf:
+        if args.check_perf and name != CALIBRATION:
             from deploy.bench.etcd_cluster import check_perf
 
             _progress(f"{name}: etcdctl check perf --load={args.check_perf_load} (about 60 s)")
             out["check_perf"] = check_perf(endpoints, args.check_perf_load)
         if cluster is None:
             loadgen.cleanup(endpoints, timeout=args.timeout)
-        if args.failover and cluster is not None:
+        if args.failover and cluster is not None and name != CALIBRATION:
             out["failover"] = _measure_failover(args, loadgen, name, cluster, endpoints)
         elif args.failover:
             _progress(f"{name}: no failover run (its cluster was not started by this command)")
