@@ -135,7 +135,8 @@ class LeaseRevoke:
 
 @dataclass(frozen=True, slots=True)
 class ReadBarrier:
-    """A linearizable read's place in the log: the read is served once this entry is applied."""
+    """A no-op entry: its commit proves leadership at that point of the log. Linearizable reads
+    no longer need it (kvstore.readindex); the state machine still applies it as a no-op."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,10 @@ reads, into a single `Peer.Forward` call, and lets the next batch form while up 
 `max_in_flight` calls are out. The leader (`serve_forward`) submits the batch's operations to its
 group committer together, so they usually share one Raft entry.
 
-Linearizable reads on a follower work like etcd's ReadIndex: the leader commits a read barrier
-and answers with its store revision right after it; the follower serves the read locally once it
-has applied that revision. Every write acknowledged before the read began has a revision at or
-below it, so the read sees them all.
+Linearizable reads on a follower work like etcd's: the leader confirms a read point
+(kvstore.readindex) and answers with its store revision then; the follower serves the read
+locally once it has applied that revision. Every write acknowledged before the read began has a
+revision at or below it, so the read sees them all.
 
 Only protobuf crosses the client port (nothing is unpickled there).
 """
@@ -21,7 +21,7 @@ from typing import Callable
 import grpc
 
 from kvstore import errors
-from kvstore.commands import Applied, KVError, ReadBarrier
+from kvstore.commands import Applied, KVError
 from kvstore.convert import request_op_from_pb, response_op_to_pb
 from protos.etcd.etcdserverpb import rpc_pb2
 from protos.skiff.kvstore.v1 import peer_pb2
@@ -138,7 +138,8 @@ async def serve_forward(replica, request: peer_pb2.ForwardRequest, budget: float
             continue
         problem = validate(op)
         pending.append(error_result(problem) if problem else replica.submit(op))
-    barrier = replica.submit(ReadBarrier()) if request.read_barrier else None
+    # The read point runs alongside the writes: the reads it serves are concurrent with them.
+    barrier = asyncio.ensure_future(replica.read_point(budget)) if request.read_barrier else None
     response = peer_pb2.ForwardResponse()
     for item in pending:
         if isinstance(item, peer_pb2.ForwardResult):
@@ -150,6 +151,5 @@ async def serve_forward(replica, request: peer_pb2.ForwardRequest, budget: float
         except Exception as err:
             response.results.append(error_result(getattr(err, "error", errors.TIMEOUT)))
     if barrier is not None:
-        applied = await replica.settle(barrier, budget)
-        response.barrier_revision = applied.revision
+        response.barrier_revision = await barrier
     return response

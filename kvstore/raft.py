@@ -39,9 +39,10 @@ from typing import Any, Callable
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import _RAFT_STATE
 
-from kvstore.commands import Applied, Batch, Event, Operation, ReadBarrier
+from kvstore.commands import Applied, Batch, Event, Operation
 from kvstore.mvcc import MVCCStore
 from kvstore.raft_safety import SafeLogMixin
+from kvstore.readindex import ReadIndex
 
 log = logging.getLogger("skiff.kvstore.raft")
 
@@ -83,6 +84,7 @@ class NodeHooks:
     """Callbacks into skiff from inside pysyncobj's tick (a holder, so the node's dict never changes)."""
 
     after_append: Callable[[], None] | None = None
+    on_reply: Callable[[Any], None] | None = None
 
 
 class RaftNode(SafeLogMixin, SyncObj):
@@ -106,6 +108,11 @@ class RaftNode(SafeLogMixin, SyncObj):
         # already sent), rather than after their acknowledgements arrive.
         if self.hooks.after_append is not None and len(self._SyncObj__raftLog) != before:
             self.hooks.after_append()
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
+        super()._SyncObj__onMessageReceived(node, message)  # type: ignore[misc]
+        if message.get("type") == "next_node_idx" and self.hooks.on_reply is not None:
+            self.hooks.on_reply(node)
 
     def _refuse_queued_commands(self) -> None:
         """skiff forwards at the gRPC layer; a command that reaches a non-leader fails at once."""
@@ -242,9 +249,23 @@ class RaftReplica:
         others = [p for p in peers if p != self_peer]
         self.node = RaftNode(self_peer, others, conf, consumers=[self.machine])
         self.acks = DurableAcks(self.node, journal) if settings.durable else None
+        self.reads = ReadIndex(self.node)
+        self._tap_transport()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
         self._last_role: tuple[bool, Any] = (False, None)
+
+    def _tap_transport(self) -> None:
+        """Let ReadIndex see every message sent and every acknowledgement received."""
+        transport = self.node._SyncObj__transport
+        send = transport.send
+
+        def tapped(peer: Any, message: dict) -> None:
+            self.reads.on_send(peer, message)
+            send(peer, message)
+
+        transport.send = tapped
+        self.node.hooks.on_reply = self.reads.on_reply
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -267,6 +288,7 @@ class RaftReplica:
                 self.node.doTick(self.settings.tick_wait)
                 if self.acks is not None:
                     self.acks.flush()
+                self.reads.process()
             except Exception:
                 log.exception("raft tick failed")
                 time.sleep(self.settings.tick_wait)
@@ -309,6 +331,11 @@ class RaftReplica:
         """Submit `batch`; `callback(result, fail_reason)` runs later in the tick thread."""
         self.machine.apply_batch(batch, callback=callback)
 
+    def read_index(self, callback: Callable[[bool], None]) -> None:
+        """`callback(True)` (tick thread) once a linearizable read may be served here, or
+        `callback(False)` if this replica does not lead (see kvstore.readindex)."""
+        self.reads.request(callback)
+
     def add_member(self, peer: str, callback: Callable[[Any, int], None]) -> None:
         self.node.addNodeToCluster(peer, callback=callback)
 
@@ -338,7 +365,7 @@ class GroupCommitter:
         self.max_in_flight = max_in_flight
         self.max_batch_ops = max_batch_ops
         self.pending: list[tuple[Operation, asyncio.Future]] = []
-        self.in_flight: dict[int, list[list[asyncio.Future]]] = {}
+        self.in_flight: dict[int, list[asyncio.Future]] = {}
         self._next_id = 0
         self.batches = 0
         self.ops = 0
@@ -353,38 +380,37 @@ class GroupCommitter:
         while self.pending and len(self.in_flight) < self.max_in_flight:
             items = self.pending[: self.max_batch_ops]
             del self.pending[: self.max_batch_ops]
-            ops, groups = _coalesce([(op, f) for op, f in items if not f.done()])  # skip callers that gave up
-            if not ops:
+            items = [(op, f) for op, f in items if not f.done()]  # skip callers that gave up
+            if not items:
                 continue
             self._next_id += 1
             batch_id = self._next_id
-            self.in_flight[batch_id] = groups
+            self.in_flight[batch_id] = [f for _op, f in items]
             self.batches += 1
             self.ops += len(items)
 
             def on_result(result: Any, reason: int, batch_id: int = batch_id) -> None:
                 self.loop.call_soon_threadsafe(self._finish, batch_id, result, reason)
 
-            self.replica.propose(Batch(tuple(ops)), on_result)
+            self.replica.propose(Batch(tuple(op for op, _f in items)), on_result)
 
     def _finish(self, batch_id: int, result: Any, reason: int) -> None:
-        groups = self.in_flight.pop(batch_id, None)
-        if groups is None:
+        futures = self.in_flight.pop(batch_id, None)
+        if futures is None:
             return  # already abandoned
-        for i, group in enumerate(groups):
-            for future in group:
-                if future.done():
-                    continue
-                if reason == FAIL_REASON.SUCCESS:
-                    future.set_result(result[i])
-                else:
-                    future.set_exception(ProposalFailed(reason))
+        for i, future in enumerate(futures):
+            if future.done():
+                continue
+            if reason == FAIL_REASON.SUCCESS:
+                future.set_result(result[i])
+            else:
+                future.set_exception(ProposalFailed(reason))
         self._dispatch()
 
     def abandon_all(self, reason: int = FAIL_REASON.LEADER_CHANGED) -> None:
         """Fail every pending and in-flight operation (leadership changed)."""
-        for groups in self.in_flight.values():
-            for f in (f for group in groups for f in group):
+        for futures in self.in_flight.values():
+            for f in futures:
                 if not f.done():
                     f.set_exception(ProposalFailed(reason))
         self.in_flight.clear()
@@ -393,23 +419,3 @@ class GroupCommitter:
                 f.set_exception(ProposalFailed(reason))
         self.pending.clear()
 
-
-def _coalesce(items: list[tuple[Operation, asyncio.Future]]) -> tuple[list[Operation], list[list[asyncio.Future]]]:
-    """One batch's operations, with every waiting read barrier folded into a single one.
-
-    Returns the operations to replicate and, per operation, the futures its result settles.
-    """
-    ops: list[Operation] = []
-    groups: list[list[asyncio.Future]] = []
-    barrier: list[asyncio.Future] | None = None
-    for op, future in items:
-        if isinstance(op, ReadBarrier):
-            if barrier is None:
-                barrier = []
-                ops.append(op)
-                groups.append(barrier)
-            barrier.append(future)
-        else:
-            ops.append(op)
-            groups.append([future])
-    return ops, groups

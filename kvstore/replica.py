@@ -6,9 +6,10 @@ The gRPC services (`kvstore.server`) call into `Replica`; `Replica` owns the pol
   only; a replica that is not the leader forwards the request to the leader it knows. When no
   leader is known, or the proposal does not commit, the request fails with UNAVAILABLE before the
   client's deadline (never a success that did not commit, never a hang).
-- **Linearizable reads** ride in the same group-commit batches as writes as a `ReadBarrier`; the
-  read is served from the leader's state once the barrier is applied. Serializable reads are
-  served locally under the store lock.
+- **Linearizable reads** use ReadIndex (kvstore.readindex): the leader confirms with a heartbeat
+  round that it still leads and serves the read once it has applied what was committed when the
+  read arrived; a follower asks the leader for that point (batched) and serves the read itself.
+  No log entry is written for a read. Serializable reads are served locally under the store lock.
 - **Leases** are counted down by the leader's `Lessor` and expired by proposing a revoke.
 - **Compaction**: the leader proposes `Compact(revision - retention)` periodically, so MVCC
   history stays bounded; pysyncobj compacts its log into snapshots by entry count.
@@ -29,7 +30,7 @@ from kvstore import errors
 from kvstore.client import Stubs, TLSFiles, aio_stubs
 from kvstore.clock import Clock, MonotonicClock
 from kvstore.forward import ForwardBatcher
-from kvstore.commands import Applied, Compact, Event, KVError, LeaseGrant, LeaseRevoke, Operation, PublishMember, ReadBarrier
+from kvstore.commands import Applied, Compact, Event, KVError, LeaseGrant, LeaseRevoke, Operation, PublishMember
 from kvstore.lessor import Lessor, effective_ttl
 from kvstore.raft import GroupCommitter, ProposalFailed, RaftReplica, RaftSettings, member_id_for
 from kvstore.watch import WatchHub
@@ -186,16 +187,30 @@ class Replica:
     async def linearizable(self, fn: Callable[[Any], Any], budget: float) -> Any:
         """Run `fn(mvcc)` once every write acknowledged before this call is visible here.
 
-        On the leader: after a read barrier committed through the log. On a follower: after the
-        leader's barrier revision has been applied locally (ReadIndex-like, see kvstore.forward).
+        On the leader: after ReadIndex confirms it still leads and has applied everything
+        committed when the read arrived (kvstore.readindex). On a follower: after the leader's
+        read revision has been applied locally (see kvstore.forward).
         """
         if self.is_leader():
-            await self.propose(ReadBarrier(), budget)
+            await self.read_point(budget)
             return self.read(fn)
         started = self.clock.now()
         revision = await self.settle(self.forwarder.barrier(), budget)
         await self.wait_revision(revision, budget - (self.clock.now() - started))
         return self.read(fn)
+
+    async def read_point(self, budget: float) -> int:
+        """Leader only: wait until a linearizable read may be served; the store revision then."""
+        assert self.loop is not None and self.raft is not None
+        loop = self.loop
+        future = loop.create_future()
+
+        def decided(ok: bool) -> None:
+            loop.call_soon_threadsafe(_settle_read_point, future, ok)
+
+        self.raft.read_index(decided)
+        await self.settle(future, budget)
+        return self.revision()
 
     async def forward_write(self, op: rpc_pb2.RequestOp, budget: float) -> Any:
         """A follower's write, batched to the leader; the leader's `ForwardResult`."""
@@ -361,6 +376,15 @@ class Replica:
         task = asyncio.ensure_future(coro)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+
+def _settle_read_point(future: asyncio.Future, ok: bool) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(None)
+    else:
+        future.set_exception(Unavailable(errors.LEADER_CHANGED))
 
 
 def _expire(future: asyncio.Future) -> None:

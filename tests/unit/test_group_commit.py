@@ -1,4 +1,4 @@
-"""GroupCommitter: every op waiting at one moment goes in one Raft entry; barriers coalesce."""
+"""GroupCommitter: every op waiting at one moment goes in one Raft entry."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +6,7 @@ import asyncio
 import pytest
 from pysyncobj import FAIL_REASON
 
-from kvstore.commands import Applied, Batch, Done, Put, PutResult, ReadBarrier
+from kvstore.commands import Applied, Batch, Put, PutResult
 from kvstore.raft import GroupCommitter, ProposalFailed
 
 
@@ -21,7 +21,7 @@ class FakeRaft:
 
     def commit(self, index: int, reason: int = FAIL_REASON.SUCCESS) -> None:
         batch, callback = self.proposed[index]
-        results = [Applied(Done() if isinstance(op, ReadBarrier) else PutResult(), 7) for op in batch.ops]
+        results = [Applied(PutResult(), 7) for _op in batch.ops]
         callback(results if reason == FAIL_REASON.SUCCESS else None, reason)
 
 
@@ -44,25 +44,6 @@ def test_next_batch_forms_while_one_is_in_flight() -> None:
         raft.commit(1)
         await settle()
         assert all(f.done() and not f.exception() for f in waiting)
-
-    asyncio.run(scenario())
-
-
-def test_read_barriers_share_one_entry() -> None:
-    async def scenario() -> None:
-        raft = FakeRaft()
-        committer = GroupCommitter(raft, asyncio.get_running_loop(), max_in_flight=1)
-        committer.submit(Put(b"busy"))
-        reads = [committer.submit(ReadBarrier()) for _ in range(10)]
-        write = committer.submit(Put(b"x"))
-        raft.commit(0)
-        await settle()
-        ops = raft.proposed[1][0].ops
-        assert sum(isinstance(op, ReadBarrier) for op in ops) == 1 and len(ops) == 2
-        raft.commit(1)
-        await settle()
-        assert all(isinstance(f.result().result, Done) for f in reads)
-        assert isinstance(write.result().result, PutResult)
 
     asyncio.run(scenario())
 
