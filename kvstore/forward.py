@@ -16,7 +16,7 @@ Only protobuf crosses the client port (nothing is unpickled there).
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -42,7 +42,7 @@ class ForwardBatcher:
         self.writes: list[tuple[rpc_pb2.RequestOp, asyncio.Future]] = []
         self.reads: list[asyncio.Future] = []
         self.in_flight = 0
-        self.sent: set[asyncio.Task] = set()  # calls already sent to some leader
+        self.sent: dict[asyncio.Task, Any] = {}  # calls already sent, and the stubs they went to
 
     def write(self, op: rpc_pb2.RequestOp) -> asyncio.Future:
         """Future of the leader's `ForwardResult` for this write."""
@@ -70,18 +70,26 @@ class ForwardBatcher:
             asyncio.ensure_future(self._send(writes, reads))
 
     def leader_changed(self) -> None:
-        """Drop the calls sent to the former leader (it may be cut off and never answer): their
-        callers get UNAVAILABLE at once (outcome unknown), and new batches go to the new leader.
-        Calls still waiting to learn a leader are kept."""
-        for call in list(self.sent):
-            call.cancel()
+        """Drop the calls sent to a former leader once another leads (it may be cut off and never
+        answer): their callers get UNAVAILABLE at once (outcome unknown), and new batches go to
+        the new leader. While no leader is known (an election, or this replica merely lagging
+        behind heartbeats) calls in flight are kept: the leader they went to may still answer."""
+        if self.replica.is_leader():
+            current = None
+        else:
+            current = self.replica.current_leader_stubs()
+            if current is None:
+                return
+        for call, stubs in list(self.sent.items()):
+            if stubs is not current:
+                call.cancel()
 
     async def _send(self, writes: list[tuple[rpc_pb2.RequestOp, asyncio.Future]], reads: list[asyncio.Future]) -> None:
         me = asyncio.current_task()
         try:
             stubs = await self.replica.leader_stubs(FORWARD_RPC_TIMEOUT)
             if me is not None:
-                self.sent.add(me)
+                self.sent[me] = stubs
             response = await stubs.peer.Forward(
                 peer_pb2.ForwardRequest(ops=[op for op, _f in writes], read_barrier=bool(reads)),
                 timeout=FORWARD_RPC_TIMEOUT)
@@ -98,7 +106,7 @@ class ForwardBatcher:
                 if not future.done():
                     future.set_result(response.barrier_revision)
         finally:
-            self.sent.discard(me)  # type: ignore[arg-type]
+            self.sent.pop(me, None)  # type: ignore[arg-type]
             self.in_flight -= 1
             self._kick()
 

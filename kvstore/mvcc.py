@@ -244,17 +244,24 @@ class MVCCStore:
         if revision > self.revision:
             return errors.FUTURE_REV
         self.compact_revision = revision
-        for key in list(self.keys):
-            versions = self.history[key]
+        gone = []
+        for key, versions in self.history.items():
+            # Most keys hold one live version: nothing to drop (this runs on the Raft thread).
+            if versions[0].revision > revision or (len(versions) == 1 and versions[0].kv is not None):
+                continue
             # Keep the newest version at or below `revision` (unless a tombstone) and all after.
-            cut = bisect.bisect_right([v.revision for v in versions], revision)
+            cut = bisect.bisect_right(versions, revision, key=_version_revision)
             keep_from = cut - 1 if cut > 0 and versions[cut - 1].kv is not None else cut
-            dropped = versions[:max(keep_from, 0)]
-            self.size_bytes -= sum(_version_size(key, v) for v in dropped)
-            del versions[:max(keep_from, 0)]
+            if keep_from > 0:
+                self.size_bytes -= sum(_version_size(key, v) for v in versions[:keep_from])
+                del versions[:keep_from]
             if not versions:
+                gone.append(key)
+        if gone:
+            for key in gone:
                 del self.history[key]
-                self.keys.pop(bisect.bisect_left(self.keys, key))
+            removed = set(gone)
+            self.keys = [k for k in self.keys if k not in removed]
         self._compact_events(revision)
         return Done()
 
@@ -445,6 +452,10 @@ def _move_lease(store: MVCCStore, key: bytes, prev: KeyValue | None, new: KeyVal
         store.leases[old_lease].keys.discard(key)
     if new_lease and new_lease in store.leases:
         store.leases[new_lease].keys.add(key)
+
+
+def _version_revision(v: Version) -> int:
+    return v.revision
 
 
 def _version_size(key: bytes, v: Version) -> int:

@@ -240,6 +240,14 @@ class Replica:
                 raise Unavailable(errors.NO_LEADER)
             await asyncio.sleep(0.02)
 
+    def current_leader_stubs(self) -> Stubs | None:
+        """Stubs to the leader this replica knows now (not itself), or None."""
+        peer = self.raft.leader_peer() if self.raft else None
+        if peer is None or peer == self.config.listen_peer:
+            return None
+        url = self._client_url_of(peer)
+        return None if url is None else self._stubs_for(url)
+
     def _client_url_of(self, peer: str) -> str | None:
         member = self.read(lambda m: m.members.get(member_id_for(peer)))
         return member.client_urls[0] if member and member.client_urls else None
