@@ -198,10 +198,10 @@ class RaftSettings:
     """Timing and storage knobs (seconds); the defaults suit loopback and a small LAN."""
 
     tick_wait: float = 0.02
-    # pysyncobj's 0.4 s minimum is too short for a Python process on a busy 2-core machine: a
-    # tick that stalls (a snapshot, a GC pause) would start needless elections.
-    election_min: float = 0.7
-    election_max: float = 1.4
+    # A little above pysyncobj's 0.4 s minimum: a tick that stalls (a snapshot of a large store,
+    # a huge delete) must not start needless elections; failover stays well under 2 s.
+    election_min: float = 0.5
+    election_max: float = 1.0
     heartbeat: float = 0.1
     # A leader that hears from no majority for this long steps down (pysyncobj's default is 30 s).
     # Reads never trust this belief (they go through the log), so it only bounds how long a
