@@ -14,12 +14,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from kvstore.localcluster import free_ports
 
 ETCD_BINARY = "/usr/bin/etcd"
 ETCDCTL_BINARY = "/usr/bin/etcdctl"
@@ -38,20 +39,6 @@ class _Member:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     member_id: int = 0
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct TCP ports that were free on `host` a moment ago (bound together, then released)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def etcd_available() -> bool:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pysyncobj.pickle import dumps as pso_dumps  # noqa: E402
 from pysyncobj.transport import Transport  # noqa: E402
 
 from kvstore import raft_safety  # noqa: E402
+from kvstore.localcluster import free_ports  # noqa: E402
 from kvstore.raft_safety import SafeLogMixin  # noqa: E402
 
 NOOP = b"\x01"  # _COMMAND_TYPE.NO_OP: never applied to user state
@@ -124,7 +124,7 @@ def test_override_is_the_transport_callback() -> None:
     assert node.safelog_stats.kept_tails == 1
     assert log_of(node)[-1] == (10, 1)
     # and with pysyncobj's real TCP transport (bound to a free loopback port, peers not running)
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     tcp = SafeNode(f"127.0.0.1:{port}", [PEER_A, PEER_B], conf=SyncObjConf(autoTick=False))
     try:
         bound = tcp._SyncObj__transport._onMessageReceivedCallback
@@ -416,16 +416,6 @@ def _worker(a: argparse.Namespace) -> None:
     os._exit(0)
 
 
-def _free_ports(k: int) -> list[int]:
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _status(d: Path, i: int) -> dict[str, Any] | None:
     try:
         return json.loads((d / f"status{i}.json").read_text())
@@ -436,7 +426,7 @@ def _status(d: Path, i: int) -> dict[str, Any] | None:
 def run_cluster(d: Path, safe: bool, n: int, batch: bool = True, budget: float = 55.0,
                 follower_only: bool = False) -> list[dict[str, Any]]:
     """Start 3 nodes, submit `n` async writes on a follower, wait until they agree (or `budget`)."""
-    ports = _free_ports(3)
+    ports = free_ports(3)
     cmd = [sys.executable, __file__, "worker", "--ports", ",".join(map(str, ports)), "--dir", str(d),
            "--n", str(n), "--batch", str(int(batch)), "--timeout", str(budget + 5)] + (["--safe"] if safe else []) \
         + (["--follower-only"] if follower_only else [])
