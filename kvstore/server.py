@@ -14,14 +14,14 @@ import grpc
 
 from kvstore import errors
 from kvstore.client import strip_scheme
-from kvstore.commands import Applied, DeleteRange, KVError, LeaseRevoke, Put, PublishMember, Range, Txn, TxnOp
+from kvstore.commands import Applied, DeleteRange, KVError, LeaseRevoke, Put, PublishMember, Range, Txn
 from kvstore.commands import Compact as CompactOp
 from kvstore.convert import (
     delete_from_pb, delete_result_to_pb, put_from_pb, put_result_to_pb, range_from_pb,
     range_result_to_pb, txn_from_pb, txn_result_to_pb,
 )
 from kvstore.forward import STATUS_BY_NUMBER, serve_forward
-from kvstore.mvcc import validate_txn
+from kvstore.txncheck import validate_txn
 from kvstore.raft import member_id_for
 from kvstore.replica import FORWARDED, LeaderIsSelf, Replica, Unavailable, request_budget
 from protos.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from kvstore.localcluster import REPO_ROOT, free_ports
 

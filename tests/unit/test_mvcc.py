@@ -13,7 +13,8 @@ from kvstore.commands import (
     Event, EventType, KeyValue, KVError, LeaseGrant, LeaseRevoke, Operation, PublishMember, Put,
     PutResult, Range, RangeResult, ReadBarrier, SortOrder, SortTarget, Txn, TxnResult,
 )
-from kvstore.mvcc import MAX_LEASE_TTL, MAX_TXN_OPS, Compacted, MVCCStore, validate_txn
+from kvstore.mvcc import MAX_LEASE_TTL, Compacted, MVCCStore
+from kvstore.txncheck import MAX_TXN_OPS, validate_txn
 
 EQ, GT, LT, NE = CompareResult.EQUAL, CompareResult.GREATER, CompareResult.LESS, CompareResult.NOT_EQUAL
 VERSION, CREATE, MOD, VALUE, LEASE = (CompareTarget.VERSION, CompareTarget.CREATE, CompareTarget.MOD,
