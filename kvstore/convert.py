@@ -6,7 +6,7 @@ protobuf objects), and results become etcd response messages on the way out.
 from __future__ import annotations
 
 from kvstore.commands import (
-    Compare, CompareResult, CompareTarget, DeleteRange, DeleteResult, Event, EventType, KeyValue,
+    Compare, CompareResult, CompareTarget, DeleteRange, DeleteResult, Event, KeyValue,
     Put, PutResult, Range, RangeResult, SortOrder, SortTarget, Txn, TxnOp, TxnResult, OpResult,
 )
 from protos.etcd.etcdserverpb import rpc_pb2
@@ -115,6 +115,3 @@ def response_op_to_pb(res: OpResult, header: rpc_pb2.ResponseHeader) -> rpc_pb2.
         return rpc_pb2.ResponseOp(response_txn=txn_result_to_pb(res, header))
     raise TypeError(f"unexpected txn response {res!r}")
 
-
-def event_type_name(t: EventType) -> str:
-    return "PUT" if t == EventType.PUT else "DELETE"

@@ -26,6 +26,7 @@ cross into the loop with `loop.call_soon_threadsafe`. The MVCC store is read fro
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -49,6 +50,7 @@ log = logging.getLogger("skiff.kvstore.raft")
 EventsCallback = Callable[[list[Event], int], None]
 
 
+@functools.lru_cache(maxsize=256)
 def member_id_for(peer_address: str) -> int:
     """A member's stable 64-bit ID, derived from its peer address (known before it starts)."""
     return int.from_bytes(hashlib.sha256(peer_address.encode()).digest()[:8], "big") & ((1 << 63) - 1)
@@ -321,9 +323,6 @@ class RaftReplica:
     def peers(self) -> list[str]:
         """Every voting member's peer address, self included."""
         return sorted([self.self_peer] + [n.address for n in self.node.otherNodes])
-
-    def connected(self, peer: str) -> bool:
-        return any(n.address == peer and self.node.isNodeConnected(n) for n in self.node.otherNodes)
 
     # ---- proposing (called from the asyncio loop) ------------------------------------------
 

@@ -46,11 +46,8 @@ def start_listeners(lab: LabState) -> None:
             time.sleep(0.1)
 
 
-def test_up_down_leaves_nothing(tmp_path: Path) -> None:
-    store = testing.default_store()
-    reason = testing.skip_reason(store)
-    if reason:
-        pytest.skip(reason)
+def test_up_down_leaves_nothing(tmp_path: Path, lab_store: str) -> None:
+    store = lab_store
     lab_dir = tmp_path / "lab"
     prefix = testing.unique_prefix()
     try:
@@ -82,11 +79,8 @@ hosts.up(Path(sys.argv[1]), 3, 3, sys.argv[2], sys.argv[3], sys.argv[4], wait=0)
 """
 
 
-def test_down_after_up_crashed_half_way(tmp_path: Path) -> None:
-    store = testing.default_store()
-    reason = testing.skip_reason(store)
-    if reason:
-        pytest.skip(reason)
+def test_down_after_up_crashed_half_way(tmp_path: Path, lab_store: str) -> None:
+    store = lab_store
     lab_dir = tmp_path / "lab"
     prefix = testing.unique_prefix()
     try:
@@ -102,11 +96,8 @@ def test_down_after_up_crashed_half_way(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
-def test_down_without_a_usable_state_file(tmp_path: Path, damage: str) -> None:
-    store = testing.default_store()
-    reason = testing.skip_reason(store)
-    if reason:
-        pytest.skip(reason)
+def test_down_without_a_usable_state_file(tmp_path: Path, damage: str, lab_store: str) -> None:
+    store = lab_store
     lab_dir = tmp_path / "lab"
     prefix = testing.unique_prefix()
     try:
