@@ -4,7 +4,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-APT_PKGS := etcd-server etcd-client iproute2 nftables iptables
+APT_PKGS := etcd-server etcd-client iproute2 nftables iptables runc containerd containernetworking-plugins busybox-static docker-registry skopeo
 PYTEST_ARGS ?=
 
 .PHONY: up test protos system-deps clean
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian packages the tests use (etcdctl and etcd for wire compatibility, iproute2/nftables for
-# the lab). Only attempted as root; without root the tests that need them skip and say why.
+# the lab, runc/busybox for real containers, docker-registry/skopeo to serve locally built images,
+# containerd and the CNI plugins for the CRI compatibility test). Only attempted as root; without root the tests that need them skip and say why.
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from deploy.bench.common import data_root, machine_info
 from deploy.cli.main import CommandError
 
 ROWS = (  # (key, label)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     loadavg_before = os.getloadavg()
     systems: dict[str, dict[str, Any]] = {}
-    with _data_root(args.data_dir) as root:
+    with data_root(args.data_dir) as root:
         if not args.etcd_only:
             if args.endpoints:
                 endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             systems[CALIBRATION] = _bench_system(args, loadgen, CALIBRATION, _noop_factory(), None)
     report: dict[str, Any] = {
         "params": _params(args),
-        "machine": _machine(loadavg_before, os.getloadavg(), args.data_dir or Path(tempfile.gettempdir())),
+        "machine": machine_info(loadavg_before, os.getloadavg(), args.data_dir or Path(tempfile.gettempdir())),
         "systems": systems,
         "notes": [SHARED_CPU_NOTE.format(n=os.cpu_count())],
     }
@@ -140,25 +140,6 @@ def _validate(args: argparse.Namespace) -> None:
         missing = [p for p in needed if not os.access(p, os.X_OK)]
         if missing:
             raise CommandError(f"{', '.join(missing)} not found (Debian packages etcd-server, etcd-client)")
-
-
-class _data_root:
-    """The directory clusters keep data under: the user's (kept) or a temporary one (removed)."""
-
-    def __init__(self, given: Path | None) -> None:
-        self._given = given
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    def __enter__(self) -> Path:
-        if self._given is not None:
-            self._given.mkdir(parents=True, exist_ok=True)
-            return self._given
-        self._tmp = tempfile.TemporaryDirectory(prefix="skiff-bench-")
-        return Path(self._tmp.name)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
 
 
 def _skiff_factory(base: Path) -> Callable[[], Cluster]:
@@ -405,27 +386,6 @@ def _targets(mine: dict[str, Any], etcd: dict[str, Any], ratios: dict[str, Any],
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
             if not k.startswith("_") and k not in ("command", "bench_command")}
-
-
-def _machine(before: tuple[float, float, float], after: tuple[float, float, float], data: Path) -> dict[str, Any]:
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "load_average_before": [round(x, 2) for x in before],
-        "load_average_after": [round(x, 2) for x in after],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "data_dir": str(data),
-    }
 
 
 # -- the table ---------------------------------------------------------------------------------

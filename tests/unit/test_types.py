@@ -12,6 +12,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_mypy_clean() -> None:
     pytest.importorskip("mypy", reason="mypy is a development dependency (pip install -e '.[dev]')")
-    proc = subprocess.run([sys.executable, "-m", "mypy", "kvstore", "deploy", "protos"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "mypy", "protos", "kvstore", "controlplane", "node", "deploy"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -1,0 +1,1 @@
+"""The API server: registry, validation, admission, watch cache, authentication and authorization."""

@@ -1,0 +1,1 @@
+"""Controllers: one module per controller, on the shared framework in base.py."""

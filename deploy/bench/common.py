@@ -1,0 +1,48 @@
+"""What every benchmark shares: where data lives, and a description of the machine it ran on."""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class data_root:
+    """The directory clusters keep data under: the user's (kept) or a temporary one (removed)."""
+
+    def __init__(self, given: Path | None) -> None:
+        self._given = given
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Path:
+        if self._given is not None:
+            self._given.mkdir(parents=True, exist_ok=True)
+            return self._given
+        self._tmp = tempfile.TemporaryDirectory(prefix="skiff-bench-")
+        return Path(self._tmp.name)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def machine_info(before: tuple[float, float, float], after: tuple[float, float, float], data: Path) -> dict[str, Any]:
+    cpu_model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model,
+        "load_average_before": [round(x, 2) for x in before],
+        "load_average_after": [round(x, 2) for x in after],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "data_dir": str(data),
+    }

@@ -1,0 +1,1 @@
+"""Kubernetes' Container Runtime Interface (CRI), the wire-compatible subset skiff speaks."""

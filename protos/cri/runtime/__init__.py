@@ -1,0 +1,1 @@
+"""CRI proto package `runtime`."""
