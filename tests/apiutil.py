@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import grpc
 import yaml
 
-from controlplane.apiserver.localserver import ApiServerProcess
+from deploy.components import ApiServerProcess
 from controlplane.client import codec
 from controlplane.client.api import ApiClient
 from deploy.bench.etcd_cluster import EtcdCluster, etcd_available

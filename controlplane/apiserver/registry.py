@@ -246,7 +246,8 @@ class Registry:
     def _finalize_or_keep(self, new: Message) -> Write:
         """An object being deleted whose last finalizer was just removed goes away."""
         m = meta(new)
-        if m.deletion_timestamp and not m.finalizers and not _awaiting_grace(new):
+        if m.deletion_timestamp and not m.finalizers and not _awaiting_grace(new) \
+                and not (new.DESCRIPTOR.name == "Namespace" and new.spec.finalizers):  # type: ignore[attr-defined]
             return Write(None)
         return Write(new)
 

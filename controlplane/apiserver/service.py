@@ -41,6 +41,10 @@ MAX_BATCH = 256  # events per watch message when a watcher has fallen behind
 class ServiceConfig:
     bookmark_interval: float = 10.0
     max_watches_per_user: int = 5000
+    # Least time between two messages on one watch. Under load, events that arrive meanwhile go
+    # out together, so thousands of watchers cost fewer gRPC writes (each costs tens of
+    # microseconds of Python); at rest it delays nothing but an event right after another.
+    watch_flush_interval: float = 0.01
 
 
 def guarded(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
@@ -267,6 +271,8 @@ class ApiService(api_pb2_grpc.ApiServicer):
                     break
                 item = queue.get_nowait()
             yield b"".join(batch)
+            if self.config.watch_flush_interval > 0:
+                await asyncio.sleep(self.config.watch_flush_interval)
 
 
 def _watch_start(resource_version: str) -> int | None:

@@ -2,7 +2,7 @@
 
 A controller is level-triggered (DESIGN.md): informer handlers only enqueue keys
 (`namespace/name`); `sync(key)` reads the informer caches, compares desired with actual, and acts
-through the API. A sync that raises is retried with the queue's per-key backoff; one that returns
+through the API; events go through the shared background EventRecorder. A sync that raises is retried with the queue's per-key backoff; one that returns
 is forgotten (its backoff reset). One key is never synced by two workers at once (the queue's
 contract). Objects from caches are never mutated: copy before changing.
 
@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from google.protobuf.message import Message
 
+from controlplane.client.events import EventRecorder
 from controlplane.client.informer import InformerFactory, SharedInformer, object_key
-from controlplane.client.timeutil import SystemClock, WallClock, format_micro_time, format_time
+from controlplane.client.timeutil import SystemClock, WallClock
 from controlplane.client.workqueue import WorkQueue, default_controller_rate_limiter
 from kvstore.clock import Clock, MonotonicClock
-from protos.skiff.api.v1 import core_pb2
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,8 @@ class ControllerContext:
     wall: WallClock = field(default_factory=SystemClock)
     component: str = "controller-manager"
 
-    def events(self) -> "EventRecorder":
-        return EventRecorder(self.client, self.component, self.wall)
+    def events(self) -> EventRecorder:
+        return EventRecorder(self.client, self.component, wall_clock=self.wall)
 
 
 @dataclass
@@ -103,49 +102,6 @@ class Controller:
             await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             self.queue.shut_down()
-
-
-class EventRecorder:
-    """Writes core/v1 Events about objects; a repeat of the same (object, reason, message)
-    increments the existing event's count instead of adding another, as Kubernetes does."""
-
-    def __init__(self, client: Any, component: str, wall: WallClock) -> None:
-        self.client = client
-        self.component = component
-        self.wall = wall
-        self._seen: dict[tuple[str, str, str, str], str] = {}
-        self._counts: Counter[str] = Counter()
-
-    async def event(self, obj: Message, type_: str, reason: str, message: str) -> None:
-        """Record an event; failures are logged, never raised (events are best effort)."""
-        meta = obj.metadata  # type: ignore[attr-defined]
-        key = (meta.uid, type_, reason, message)
-        now = format_time(self.wall.now())
-        try:
-            name = self._seen.get(key)
-            if name is not None:
-                self._counts[name] += 1
-                await self.client.patch("events", name, {"count": self._counts[name], "lastTimestamp": now},
-                                        meta.namespace or "default")
-                return
-            ev = core_pb2.Event()
-            ev.metadata.name = f"{meta.name}.{int(self.wall.now() * 1e9):x}"
-            ev.metadata.namespace = meta.namespace or "default"
-            ev.involved_object.kind = getattr(obj, "kind", "") or type(obj).__name__
-            ev.involved_object.api_version = getattr(obj, "api_version", "")
-            ev.involved_object.name, ev.involved_object.namespace = meta.name, meta.namespace
-            ev.involved_object.uid, ev.involved_object.resource_version = meta.uid, meta.resource_version
-            ev.type, ev.reason, ev.message = type_, reason, message
-            ev.source.component = self.component
-            ev.reporting_component = self.component
-            ev.first_timestamp = ev.last_timestamp = now
-            ev.event_time = format_micro_time(self.wall.now())
-            ev.count = 1
-            made = await self.client.create(ev, ev.metadata.namespace)
-            self._seen[key] = made.metadata.name
-            self._counts[made.metadata.name] = 1
-        except Exception as err:
-            log.debug("event %s/%s for %s not recorded: %s", reason, message, meta.name, err)
 
 
 Handler = Callable[[Message], None]

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from controlplane.scheduler.framework import (SKIP, SUCCESS, Code, CycleState, NodeInfo,
+from controlplane.scheduler.framework import (SKIP, Code, CycleState, NodeInfo,
                                               PodInfo, SchedulerConfig, Snapshot, Status)
 from controlplane.scheduler.plugins.inter_pod_affinity import InterPodAffinity
 from controlplane.scheduler.plugins.node_affinity import NodeAffinity

@@ -46,3 +46,25 @@ def machine_info(before: tuple[float, float, float], after: tuple[float, float, 
         "platform": platform.platform(),
         "data_dir": str(data),
     }
+
+
+def server_pids(cluster: Any) -> list[int]:
+    """PIDs of a started cluster's server processes (EtcdCluster.pids, LocalCluster.members)."""
+    if cluster is None:
+        return []
+    if hasattr(cluster, "pids"):
+        return [pid for pid in cluster.pids if pid]
+    members = getattr(cluster, "members", [])
+    return [m.process.pid for m in members if getattr(m, "process", None) is not None]
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User+system CPU seconds used so far by `pids` (from /proc), None if one is unreadable."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")

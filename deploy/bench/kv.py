@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from deploy.bench.common import data_root, machine_info
+from deploy.bench.common import cpu_seconds, data_root, machine_info, server_pids
 from deploy.cli.main import CommandError
 
 ROWS = (  # (key, label)
@@ -220,10 +220,10 @@ def _measure_row(args: argparse.Namespace, loadgen: Any, name: str, key: str, la
         warmup=min(args.warmup, 0.5) if serial else args.warmup, key_space=args.key_space,
         timeout=args.timeout)
     _progress(f"{name}: {label}: {spec.clients} x {spec.inflight} for {spec.duration:g} s")
-    pids = _server_pids(cluster)
-    term_before, cpu_before = _raft_term(endpoints), _cpu_seconds(pids)
+    pids = server_pids(cluster)
+    term_before, cpu_before = _raft_term(endpoints), cpu_seconds(pids)
     summary = loadgen.run_load(spec).summary()
-    term_after, cpu_after = _raft_term(endpoints), _cpu_seconds(pids)
+    term_after, cpu_after = _raft_term(endpoints), cpu_seconds(pids)
     summary["elections"] = (term_after - term_before) if term_before and term_after else None
     if pids and cpu_before is not None and cpu_after is not None:
         summary["server_cpu_s"] = round(cpu_after - cpu_before, 2)
@@ -286,28 +286,6 @@ def _wait_leader(cluster: Cluster, timeout: float) -> int | None:
             return index
         time.sleep(0.1)
     return None
-
-
-def _server_pids(cluster: Cluster | None) -> list[int]:
-    """PIDs of a started cluster's server processes (EtcdCluster.pids, LocalCluster.members)."""
-    if cluster is None:
-        return []
-    if hasattr(cluster, "pids"):
-        return [pid for pid in cluster.pids if pid]
-    members = getattr(cluster, "members", [])
-    return [m.process.pid for m in members if getattr(m, "process", None) is not None]
-
-
-def _cpu_seconds(pids: list[int]) -> float | None:
-    """User+system CPU seconds used so far by `pids` (from /proc), None if one is unreadable."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _raft_term(endpoints: list[str]) -> int | None:

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recent events kept per resource for watches that resume (default 10000)")
     p.add_argument("--bookmark-interval", type=float, default=10.0, metavar="SECONDS",
                    help="how often a quiet watch that asked for bookmarks gets one (default 10)")
+    p.add_argument("--watch-flush-interval", type=float, default=0.01, metavar="SECONDS",
+                   help="least time between two messages on one watch; events meanwhile go together (default 0.01)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -58,7 +60,8 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             raise CommandError(f"no such file: {path}")
     store_tls = TLSFiles(args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile) if args.etcd_cafile else None
     service = ServiceConfig(bookmark_interval=args.bookmark_interval,
-                            max_watches_per_user=args.max_watches_per_user)
+                            max_watches_per_user=args.max_watches_per_user,
+                            watch_flush_interval=args.watch_flush_interval)
     return ApiServerConfig(
         store_endpoints=[e for e in args.etcd_servers.split(",") if e], listen=args.listen,
         store_tls=store_tls, tls_cert=args.tls_cert_file, tls_key=args.tls_private_key_file,

@@ -27,6 +27,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("kvstore",): ("deploy.cli.kvstore_cmd", "run one replica of the Raft key-value store (etcd v3 API)"),
     ("up",): ("deploy.cli.up_cmd", "run a local cluster in the foreground (a 3-replica store and the API server on loopback)"),
     ("apiserver",): ("deploy.cli.apiserver_cmd", "run an API server (Kubernetes-shaped objects over gRPC) against the store"),
+    ("scheduler",): ("deploy.cli.scheduler_cmd", "run the scheduler: binds pending pods to nodes (filter and score plugins)"),
+    ("controller-manager",): ("deploy.cli.controller_manager_cmd", "run the controllers (replica sets, deployments, daemon sets, ...) under leader election"),
     ("cluster", "init"): ("deploy.cli.cluster_cmd", "make a cluster's certificates, tokens and client configs"),
     ("runtime",): ("deploy.cli.runtime_cmd", "run the CRI container runtime (runc, process and fake handlers) on a unix socket"),
     ("image",): ("deploy.cli.image_cmd", "manage the runtime's images: import, ls, rm, pull"),
@@ -34,6 +36,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("chaos", "run"): ("deploy.chaos.cli", "Jepsen-style run against the lab's store, with a nemesis"),
     ("bench", "kv"): ("deploy.bench.kv", "key-value store throughput and latency (optionally vs etcd)"),
     ("bench", "api"): ("deploy.bench.api", "API server: create latency with watchers open, list latency, watch fan-out"),
+    ("bench", "scheduler"): ("deploy.bench.scheduler", "scheduler throughput (pods/s) and latency with hollow nodes"),
     ("bench", "checker"): ("deploy.bench.checker", "linearizability checker speed (operations/s)"),
 }
 COMMANDS.update(KUBECTL_COMMANDS)  # apply, get, describe, ... (kubectl's habits)

@@ -1,4 +1,5 @@
-"""`skiff up`: a whole local cluster in the foreground: a 3-replica store and the API server.
+"""`skiff up`: a whole local cluster in the foreground: a 3-replica store, the API server, the
+scheduler and the controller manager.
 
 Data, certificates and logs live under the state directory and survive restarts of `skiff up`.
 The first run makes the cluster's PKI (`skiff cluster init` in the state directory) and writes
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from deploy.cli.main import CommandError
+from deploy.components import Component
 
 # The first member takes etcd's default client port, so a bare `etcdctl` talks to it.
 CLIENT_PORTS = (2379, 2479, 2579)
@@ -47,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from controlplane.apiserver.auth import authn, certs
-    from controlplane.apiserver.localserver import ApiServerProcess
+    from deploy.components import ApiServerProcess
     from controlplane.client.config import ClientConfig, write_config
     from kvstore.localcluster import LocalCluster
 
@@ -64,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     api = ApiServerProcess(args.state_dir / "apiserver", [], port=API_PORT, extra_args=(
         "--tls-cert-file", str(pki.apiserver_cert), "--tls-private-key-file", str(pki.apiserver_key),
         "--token-auth-file", str(pki.tokens)))
+    components = [
+        Component("scheduler", ["scheduler", "--config", str(pki.directory / "kube-scheduler.conf")],
+                  args.state_dir / "logs"),
+        Component("controller-manager", ["controller-manager", "--config", str(pki.directory / "kube-controller-manager.conf")],
+                  args.state_dir / "logs"),
+    ]
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
@@ -71,14 +79,18 @@ def run(args: argparse.Namespace) -> int:
         api.store_endpoints = cluster.endpoints
         api.start(timeout=60, credentials=_ca_credentials(pki.ca_cert),
                   metadata=(("authorization", f"Bearer {admin_token}"),))
+        for component in components:
+            component.start()
         _print_banner(cluster.endpoints, store_dir, api.address, args.config, args.state_dir)
         while not stop["now"]:
-            _check_alive(cluster, api)
+            _check_alive(cluster, api, components)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         print("stopping...", flush=True)
+        for component in reversed(components):
+            component.stop()
         api.stop()
         cluster.stop()
     return 0
@@ -89,17 +101,20 @@ def _ca_credentials(ca: Path):  # type: ignore[no-untyped-def]
     return grpc.ssl_channel_credentials(ca.read_bytes())
 
 
-def _check_alive(cluster, api) -> None:  # type: ignore[no-untyped-def]
+def _check_alive(cluster, api, components: list[Component]) -> None:  # type: ignore[no-untyped-def]
     for member in cluster.members:
         if not member.alive:
             raise CommandError(f"{member.name} exited; see {member.log_path}")
     if api.process is not None and api.process.poll() is not None:
         raise CommandError(f"the API server exited; see {api.log_path}")
+    for component in components:
+        if not component.alive:
+            raise CommandError(f"the {component.name} exited; see {component.log_path}")
 
 
 def _print_banner(endpoints: list[str], store_dir: Path, api_address: str, config: Path, state: Path) -> None:
     joined = ",".join(endpoints)
-    print(f"skiff is up: API server at {api_address} (TLS, tokens); store replicas at {joined}")
+    print(f"skiff is up: API server at {api_address} (TLS, tokens); store replicas at {joined}; scheduler; controller manager")
     print(f"  client config (admin): {config}")
     print(f"  data, certificates and logs: {state}")
     print("  try: skiff get namespaces")

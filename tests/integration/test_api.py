@@ -3,7 +3,6 @@ apiserver` processes on loopback, driven through the typed client."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Iterator
 
 import grpc

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from controlplane.apiserver.auth import authn, certs
-from controlplane.apiserver.localserver import ApiServerProcess
+from deploy.components import ApiServerProcess
 from controlplane.client import api as apiclient
 from controlplane.client.api import ApiClient
 from protos.skiff.api.v1 import coordination_pb2, core_pb2

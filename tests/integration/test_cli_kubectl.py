@@ -3,8 +3,7 @@ real store and API server on loopback (tests/apiutil.ApiEnv).
 
 Most commands run in this process through deploy.cli.main.main(argv) with stdout/stderr
 captured; the ones whose process behaviour matters (Ctrl-C of `get -w`, an unreachable server)
-run as child processes. main.py's COMMANDS gets the kubectl entries from
-deploy.cli.kubectl.COMMANDS when it does not list them yet.
+run as child processes.
 """
 from __future__ import annotations
 
@@ -22,17 +21,14 @@ import pytest
 import yaml
 
 from controlplane.client import api, codec
-from controlplane.client.api import ApiClient
 from controlplane.client.timeutil import format_time
 from deploy.cli import main as cli_main
-from deploy.cli.kubectl import COMMANDS
 from kvstore.localcluster import free_ports
 from tests.apiutil import ApiEnv, obj
 from tests.manifests import NGINX_DEPLOYMENT
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESS = ("import sys\nfrom deploy.cli import main\nfrom deploy.cli.kubectl import COMMANDS\n"
-           "for k, v in COMMANDS.items():\n    main.COMMANDS.setdefault(k, v)\nsys.exit(main.main())\n")
+HARNESS = "import sys\nfrom deploy.cli import main\nsys.exit(main.main())\n"
 
 # Kubernetes' docs: "Creating a Deployment" and "Defining a Service".
 NGINX = NGINX_DEPLOYMENT + """\
@@ -64,9 +60,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiEnv]:
 @pytest.fixture(autouse=True)
 def config(env: ApiEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A client config naming the test server, as $SKIFF_CONFIG; the kubectl commands registered."""
-    for words, entry in COMMANDS.items():
-        if words not in cli_main.COMMANDS:
-            monkeypatch.setitem(cli_main.COMMANDS, words, entry)
     path = tmp_path / "config"
     path.write_text(f"server: {env.address}\n")
     monkeypatch.setenv("SKIFF_CONFIG", str(path))

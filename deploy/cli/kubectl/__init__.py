@@ -1,4 +1,5 @@
-"""The kubectl-like client commands of `skiff`: apply, get, describe, delete, create, label.
+"""The kubectl-like client commands of `skiff`: apply, get, describe, delete, create, label,
+scale, rollout, set.
 
 Each command is a module with `add_arguments(parser)` and `run(args) -> int`, as every `skiff`
 subcommand is (see deploy/cli/main.py). `COMMANDS` lists them in main.py's shape (command words
@@ -14,4 +15,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("delete",): ("deploy.cli.kubectl.delete_cmd", "delete objects by kind and name, selector or manifest"),
     ("create",): ("deploy.cli.kubectl.create_cmd", "create a namespace, or objects from manifests (-f)"),
     ("label",): ("deploy.cli.kubectl.label_cmd", "add, change or remove labels of objects"),
+    ("scale",): ("deploy.cli.kubectl.scale_cmd", "set the replicas of a deployment, replica set, replication controller or stateful set"),
+    ("rollout",): ("deploy.cli.kubectl.rollout_cmd", "a deployment's rollout: status, history, undo, pause, resume, restart"),
+    ("set",): ("deploy.cli.kubectl.set_cmd", "change a field of objects: set image"),
 }

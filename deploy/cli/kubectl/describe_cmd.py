@@ -29,7 +29,7 @@ from controlplane.client import api, codec, scheme
 from controlplane.client.scheme import Kind
 from deploy.cli.kubectl import printers
 from deploy.cli.kubectl.apply_cmd import LAST_APPLIED
-from deploy.cli.kubectl.common import (CommandError, Session, add_connection_arguments, describe_error, kind_of,
+from deploy.cli.kubectl.common import (Session, add_connection_arguments, describe_error, kind_of,
                                        meta_of, run_session)
 from deploy.cli.kubectl.get_cmd import list_all
 

@@ -20,6 +20,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from google.protobuf.message import Message
 
@@ -120,6 +121,22 @@ async def list_all(client: api.ApiClient, kind: Kind, namespace: str, label_sele
             if kind.kind == "Event":
                 items.sort(key=printers.event_time)  # kubectl shows events oldest first
             return items, version
+
+
+async def expand_targets(session: Session, targets: Sequence[Target], selector: str, everything: bool,
+                         verb: str) -> list[tuple[Kind, str]]:
+    """(kind, name) of every object the arguments name: explicit names, or with -l / --all
+    every matching object in scope (for scale, set, label)."""
+    objects: list[tuple[Kind, str]] = []
+    for t in targets:
+        if t.names:
+            objects += [(t.kind, n) for n in t.names]
+        elif selector or everything:
+            found, _ = await list_all(session.client, t.kind, session.namespace_for(t.kind), selector)
+            objects += [(t.kind, meta_of(o).name) for o in found]
+        else:
+            raise CommandError(f"name the {t.kind.resource} to {verb}, or pass -l SELECTOR or --all")
+    return objects
 
 
 def table_options(args: argparse.Namespace, with_kind: bool, headers: bool = True) -> printers.TableOptions:

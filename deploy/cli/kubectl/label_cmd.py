@@ -19,7 +19,7 @@ from controlplane.client import api, selectors
 from controlplane.client.scheme import Kind
 from deploy.cli.kubectl.common import (CommandError, Session, add_connection_arguments, describe_error, meta_of,
                                        object_ref, resolve_targets, run_session)
-from deploy.cli.kubectl.get_cmd import list_all
+from deploy.cli.kubectl.get_cmd import expand_targets
 
 MAX_ATTEMPTS = 5
 
@@ -91,15 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def body(session: Session) -> int:
         failed = False
-        objects: list[tuple[Kind, str]] = []
-        for t in targets:
-            if t.names:
-                objects += [(t.kind, n) for n in t.names]
-            elif args.selector or args.all:
-                found, _ = await list_all(session.client, t.kind, session.namespace_for(t.kind), args.selector)
-                objects += [(t.kind, meta_of(o).name) for o in found]
-            else:
-                raise CommandError(f"name the {t.kind.resource} to label, or pass -l SELECTOR or --all")
+        objects = await expand_targets(session, targets, args.selector, args.all, "label")
         for kind, name in objects:
             try:
                 changed = await label_one(session, kind, name, to_set, to_remove, args.overwrite)
