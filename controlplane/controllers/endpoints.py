@@ -27,7 +27,6 @@ from typing import Iterable
 
 from google.protobuf.message import Message
 
-from controlplane.client import selectors
 from controlplane.client.api import AlreadyExistsError, NotFoundError
 from controlplane.client.informer import object_key, split_key
 from controlplane.controllers import podutil

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of creates (default 10)")
     p.add_argument("--watchers", type=int, default=100, help="watches open during the creates (default 100)")
     p.add_argument("--list-objects", type=int, default=10_000, help="objects for the list timing (default 10000)")
+    p.add_argument("--watch-flush-interval", type=float, default=0.01, metavar="SECONDS",
+                   help="the started API server's --watch-flush-interval (default 0.01)")
     p.add_argument("--channels", type=int, default=4, help="client connections for the creates (default 4)")
     p.add_argument("--data-dir", type=Path, help="keep the store's data here (default: a temporary directory)")
     p.add_argument("--out", type=Path, default=Path("bench-api.json"), help="JSON report (default bench-api.json)")
@@ -72,7 +74,8 @@ def _with_cluster(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     store: Any = EtcdCluster(root / "etcd", size=3) if args.store == "etcd" else LocalCluster(root / "store", size=3)
     _progress(f"starting a 3-member {args.store} store and an API server")
     store.start(timeout=60)
-    server = ApiServerProcess(root / "api", store.endpoints, extra_args=("--no-auth",))
+    server = ApiServerProcess(root / "api", store.endpoints,
+                              extra_args=("--no-auth", "--watch-flush-interval", str(args.watch_flush_interval)))
     try:
         server.start(timeout=60)
         assert server.process is not None

@@ -30,6 +30,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("scheduler",): ("deploy.cli.scheduler_cmd", "run the scheduler: binds pending pods to nodes (filter and score plugins)"),
     ("controller-manager",): ("deploy.cli.controller_manager_cmd", "run the controllers (replica sets, deployments, daemon sets, ...) under leader election"),
     ("cluster", "init"): ("deploy.cli.cluster_cmd", "make a cluster's certificates, tokens and client configs"),
+    ("agent",): ("deploy.cli.agent_cmd", "run the node agent: registers the node, runs its pods through a CRI runtime"),
     ("runtime",): ("deploy.cli.runtime_cmd", "run the CRI container runtime (runc, process and fake handlers) on a unix socket"),
     ("image",): ("deploy.cli.image_cmd", "manage the runtime's images: import, ls, rm, pull"),
     ("lab",): ("deploy.lab.cli", "simulated hosts in network namespaces: up, down, status, faults"),

@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="pull over plain HTTP from this registry (loopback registries always are)")
     p.add_argument("--handlers", default=None,
-                   help=f"RuntimeClass handlers, the first the default (default: {default_handlers()})")
+                   help=f"RuntimeClass handlers, the first the default (default: {default_handlers()}); "
+                        "with only 'fake', image pulls are faked too (hollow nodes)")
     p.add_argument("--host-netns", default=None, metavar="PATH",
                    help="build the pod bridge in this network namespace (a lab host's) instead of ours")
     p.add_argument("--cgroup-root", default="/skiff", help="parent cgroup of every pod (default: /skiff)")
@@ -76,7 +77,7 @@ async def _serve(args: argparse.Namespace, socket_path: Path, root: Path, handle
     try:
         server, _ = make_server(socket_path, root, pod_cidr=args.pod_cidr, cluster_cidr=args.cluster_cidr,
                                 bridge=args.bridge, host_netns=args.host_netns, insecure_registries=args.insecure_registry,
-                                handlers=handlers, cgroup_root=args.cgroup_root)
+                                handlers=handlers, cgroup_root=args.cgroup_root, fake_images=handlers == ["fake"])
     except PermissionError as err:
         raise CommandError(f"{err.strerror}: {err.filename} (run as root, or pass --root and --socket)") from None
     await server.start()

@@ -1,7 +1,9 @@
 """`skiff up`: a whole local cluster in the foreground: a 3-replica store, the API server, the
-scheduler and the controller manager.
+scheduler, the controller manager, and this host as a node (a CRI runtime and the node agent).
 
-Data, certificates and logs live under the state directory and survive restarts of `skiff up`.
+As root the node runs pods with runc (each pod gets its own network namespace on the skiff0
+bridge, 10.244.0.0/24); without root the runtime's `process` handler runs containers as plain
+host processes. Data, certificates and logs live under the state directory and survive restarts of `skiff up`.
 The first run makes the cluster's PKI (`skiff cluster init` in the state directory) and writes
 the admin's client config to ~/.skiff/config (or $SKIFF_CONFIG), so `skiff get`, `skiff apply`
 work at once. The API server speaks TLS and authenticates bearer tokens. Ctrl-C stops every
@@ -23,6 +25,8 @@ from deploy.components import Component
 CLIENT_PORTS = (2379, 2479, 2579)
 PEER_PORTS = (2380, 2480, 2580)
 API_PORT = 6443
+NODE_SERVICE_PORT = 10250
+POD_CIDR = "10.244.0.0/24"
 
 
 def default_state_dir() -> Path:
@@ -43,6 +47,9 @@ def local_node_name() -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=default_state_dir(),
                    help="where the cluster keeps its data, certificates and logs (default ~/.skiff/state, or $SKIFF_STATE_DIR)")
+    p.add_argument("--runtime-handlers", default=None, metavar="NAME,...",
+                   help="the local runtime's handlers, the first the default (default: runc,process,fake as root, "
+                        "else process,fake; 'fake' alone: a hollow node whose pods run no processes)")
     p.add_argument("--config", type=Path, default=default_config_path(),
                    help="where to write the admin's client config (default ~/.skiff/config, or $SKIFF_CONFIG)")
 
@@ -53,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from controlplane.client.config import ClientConfig, write_config
     from kvstore.localcluster import LocalCluster
 
-    ports = [p for pair in zip(CLIENT_PORTS, PEER_PORTS) for p in pair] + [API_PORT]
+    ports = [p for pair in zip(CLIENT_PORTS, PEER_PORTS) for p in pair] + [API_PORT, NODE_SERVICE_PORT]
     busy = sorted(set(ports) - set(_free(ports)))
     if busy:
         raise CommandError(f"ports {', '.join(map(str, busy))} are in use (another skiff up or an etcd?)")
@@ -66,7 +73,18 @@ def run(args: argparse.Namespace) -> int:
     api = ApiServerProcess(args.state_dir / "apiserver", [], port=API_PORT, extra_args=(
         "--tls-cert-file", str(pki.apiserver_cert), "--tls-private-key-file", str(pki.apiserver_key),
         "--token-auth-file", str(pki.tokens)))
+    node = local_node_name()
+    runtime_socket = args.state_dir / "runtime.sock"
+    handlers = args.runtime_handlers or ("runc,process,fake" if os.geteuid() == 0 else "process,fake")
     components = [
+        Component("runtime", ["runtime", "--socket", str(runtime_socket), "--root", str(args.state_dir / "runtime"),
+                              "--pod-cidr", POD_CIDR, "--handlers", handlers], args.state_dir / "logs"),
+        Component("agent", ["agent", "--node-name", node, "--config", str(pki.directory / f"node-{node}.conf"),
+                            "--runtime-endpoint", f"unix://{runtime_socket}", "--root", str(args.state_dir / "agent"),
+                            "--pod-cidr", POD_CIDR, "--node-ip", "127.0.0.1",
+                            "--listen-node-service", f"127.0.0.1:{NODE_SERVICE_PORT}",
+                            "--node-service-cert", str(pki.directory / f"node-{node}.crt"),
+                            "--node-service-key", str(pki.directory / f"node-{node}.key")], args.state_dir / "logs"),
         Component("scheduler", ["scheduler", "--config", str(pki.directory / "kube-scheduler.conf")],
                   args.state_dir / "logs"),
         Component("controller-manager", ["controller-manager", "--config", str(pki.directory / "kube-controller-manager.conf")],
@@ -81,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                   metadata=(("authorization", f"Bearer {admin_token}"),))
         for component in components:
             component.start()
-        _print_banner(cluster.endpoints, store_dir, api.address, args.config, args.state_dir)
+        _print_banner(cluster.endpoints, api.address, args.config, args.state_dir, node)
         while not stop["now"]:
             _check_alive(cluster, api, components)
             time.sleep(0.5)
@@ -112,9 +130,9 @@ def _check_alive(cluster, api, components: list[Component]) -> None:  # type: ig
             raise CommandError(f"the {component.name} exited; see {component.log_path}")
 
 
-def _print_banner(endpoints: list[str], store_dir: Path, api_address: str, config: Path, state: Path) -> None:
+def _print_banner(endpoints: list[str], api_address: str, config: Path, state: Path, node: str) -> None:
     joined = ",".join(endpoints)
-    print(f"skiff is up: API server at {api_address} (TLS, tokens); store replicas at {joined}; scheduler; controller manager")
+    print(f"skiff is up: API server at {api_address} (TLS, tokens); store replicas at {joined}; scheduler; controller manager; node {node}")
     print(f"  client config (admin): {config}")
     print(f"  data, certificates and logs: {state}")
     print("  try: skiff get namespaces")

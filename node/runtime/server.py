@@ -43,6 +43,7 @@ from node.network.bridge import BridgeConfig, BridgeNetwork
 from node.runtime import oci
 from node.runtime.containers import ContainerStatus
 from node.runtime.handlers import RuncHandler, RuntimeHandler
+from node.runtime.images.fake import FakeImageServicer
 from node.runtime.images.pull import Puller
 from node.runtime.images.registry import RegistryClient, RegistryConfig
 from node.runtime.images.service import ImageServicer
@@ -219,7 +220,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             await _abort(context, grpc.StatusCode.NOT_FOUND,
                          f"container {config.metadata.name!r}: image {wanted!r} not found in the runtime's "
                          "store: pull it first (PullImage, or skiff image pull/import)")
-        image, layers = oci.ImageConfig(), []
+        # A hollow container runs nothing: an image it has not got still gets a command.
+        image, layers = (oci.ImageConfig(cmd=("pause",)) if not uses_layers else oci.ImageConfig()), []
         if record is not None:
             image = oci.ImageConfig.from_oci((await asyncio.to_thread(self.store.config, record)).get("config") or {})
             layers = self.store.layer_paths(record)
@@ -478,9 +480,11 @@ def make_handlers(root: Path, names: Sequence[str], network: BridgeNetwork | Non
 def make_server(socket_path: Path, root: Path, *, pod_cidr: str | None = None,
                 cluster_cidr: str | None = None, bridge: str = "skiff0", host_netns: str | None = None,
                 insecure_registries: Iterable[str] = (), handlers: Sequence[str] = HANDLER_NAMES,
-                cgroup_root: str = "/skiff") -> tuple[grpc.aio.Server, RuntimeServicer]:
+                cgroup_root: str = "/skiff", fake_images: bool = False) -> tuple[grpc.aio.Server, RuntimeServicer]:
     """A grpc.aio server (not started) on ``unix://socket_path`` with the RuntimeService and the
-    ImageService over ``root``; half-made sandboxes are already cleaned up. ``host_netns``: build
+    ImageService over ``root`` (with ``fake_images``, images.fake's: pulls succeed without
+    fetching — for runtimes that offer only the fake handler); half-made sandboxes are already
+    cleaned up. ``host_netns``: build
     the pod bridge in that network namespace (a lab host's) instead of the runtime's own. Call it
     inside the event loop that will run the server."""
     root.mkdir(parents=True, exist_ok=True)
@@ -496,7 +500,10 @@ def make_server(socket_path: Path, root: Path, *, pod_cidr: str | None = None,
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 2 * OUTPUT_CAP + (1 << 20)),
                                       ("grpc.max_receive_message_length", 16 << 20)])
     runtime.add_to_server(server)
-    ImageServicer(store, puller).add_to_server(server)
+    if fake_images:
+        FakeImageServicer().add_to_server(server)
+    else:
+        ImageServicer(store, puller).add_to_server(server)
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     if socket_path.is_socket():
         socket_path.unlink()  # a stale socket of a runtime that is gone

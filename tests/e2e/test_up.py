@@ -51,7 +51,9 @@ def test_up_apply_get_all_and_stop(tmp_path: Path) -> None:
         pytest.skip("skiff up's fixed ports (2379-2580, 6443) are in use on this machine")
     env = dict(os.environ, SKIFF_STATE_DIR=str(tmp_path / "state"), SKIFF_CONFIG=str(tmp_path / "config"))
     log = open(tmp_path / "up.log", "w")
-    up = subprocess.Popen([sys.executable, "-m", "deploy.cli.main", "up"], env=env, stdout=log,
+    # The fake handler: the whole pipeline runs (scheduler, agent, runtime) without touching the
+    # host's network or fetching images; the runc path has its own tests.
+    up = subprocess.Popen([sys.executable, "-m", "deploy.cli.main", "up", "--runtime-handlers", "fake"], env=env, stdout=log,
                           stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -67,13 +69,15 @@ def test_up_apply_get_all_and_stop(tmp_path: Path) -> None:
         listed = skiff(env, "get", "all")
         assert listed.returncode == 0, listed.stderr
         assert "deployment.apps/nginx-deployment" in listed.stdout and "service/my-service" in listed.stdout
-        deadline = time.monotonic() + 60  # the controller manager makes the ReplicaSet and pods
+        deadline = time.monotonic() + 90  # controller manager -> scheduler -> agent -> runtime
         while True:
-            pods = skiff(env, "get", "pods", "-l", "app=nginx", "-o", "name")
-            if pods.returncode == 0 and len(pods.stdout.split()) == 3:
+            pods = skiff(env, "get", "pods", "-l", "app=nginx", "--no-headers")
+            if pods.returncode == 0 and pods.stdout.count(" Running ") == 3:
                 break
-            assert time.monotonic() < deadline, f"no 3 nginx pods: {pods.stdout} {pods.stderr}"
+            assert time.monotonic() < deadline, f"no 3 running nginx pods: {pods.stdout} {pods.stderr}"
             time.sleep(0.5)
+        nodes = skiff(env, "get", "nodes")
+        assert " Ready " in nodes.stdout, nodes.stdout
         assert "replicaset.apps/nginx-deployment-" in skiff(env, "get", "rs", "-o", "name").stdout
         whoami_free = skiff(dict(env, SKIFF_CONFIG=str(tmp_path / "missing")), "get", "pods")
         assert whoami_free.returncode == 1 and len(whoami_free.stderr.strip().splitlines()) == 1

@@ -15,7 +15,6 @@ import pytest
 from controlplane.client.api import ApiClient
 from controlplane.client.quantity import parse_cpu_millis
 from deploy.bench.scheduler import SchedulerProcess
-from protos.skiff.api.v1 import core_pb2
 from tests.apiutil import ApiEnv
 from tests.schedutil import node, pod
 

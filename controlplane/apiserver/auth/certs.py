@@ -8,7 +8,8 @@ out). `init_pki` lays out a whole cluster's PKI in one directory, as kubeadm's `
     admin.crt admin.key admin.conf      O=system:masters
     kube-scheduler.{crt,key,conf}       CN=system:kube-scheduler
     kube-controller-manager.{...}       CN=system:kube-controller-manager
-    node-<name>.{crt,key,conf}          CN=system:node:<name>, O=system:nodes
+    node-<name>.{crt,key,conf}          CN=system:node:<name>, O=system:nodes; also serves the
+                                        node's node service (SANs: <name>, localhost, 127.0.0.1)
     tokens.csv                          a random bearer token per identity (authn.TokenFile)
 
 Identities follow Kubernetes: the user is the subject's CN, the groups are its O values. Every
@@ -216,24 +217,28 @@ def init_pki(directory: str | Path, cluster_name: str, api_addresses: Sequence[s
     ca_cert, ca_key = _ensure_ca(d, f"{cluster_name}-ca", ca_days, written, kept)
     ca_pem, ca_key_pem = ca_cert.read_bytes(), ca_key.read_bytes()
 
-    def leaf(stem: str, cn: str, orgs: tuple[str, ...], server: bool) -> tuple[Path, Path]:
+    def leaf(stem: str, cn: str, orgs: tuple[str, ...], server: bool, client: bool,
+             sans: tuple[Sequence[str], Sequence[str]] = ((), ())) -> tuple[Path, Path]:
         cert, key = d / f"{stem}.crt", d / f"{stem}.key"
-        if _still_good(cert, key, ca_pem, _name(cn, orgs), dns if server else (), ips if server else ()):
+        if _still_good(cert, key, ca_pem, _name(cn, orgs), *sans):
             kept.extend([cert, key])
         else:
-            cert_pem, key_pem = issue(ca_pem, ca_key_pem, cn, orgs, dns if server else (), ips if server else (),
-                                      server=server, client=not server, days=cert_days)
+            cert_pem, key_pem = issue(ca_pem, ca_key_pem, cn, orgs, *sans, server=server, client=client,
+                                      days=cert_days)
             _write(cert, cert_pem, 0o644)
             _write(key, key_pem, 0o600)
             written.extend([cert, key])
         return cert, key
 
-    api_cert, api_key = leaf("apiserver", "kube-apiserver", (), server=True)
+    api_cert, api_key = leaf("apiserver", "kube-apiserver", (), server=True, client=False, sans=(dns, ips))
     tokens = _ensure_tokens(d / "tokens.csv", [(user, groups) for _, user, groups in identities], written)
     first = api_addresses[0] if api_addresses else "127.0.0.1"
     out: dict[str, Identity] = {}
     for stem, user, groups in identities:
-        cert, key = leaf(stem, user, groups, server=False)
+        # A node's certificate also serves its node service (logs, exec), named by the node.
+        node = user.removeprefix("system:node:") if user.startswith("system:node:") else ""
+        cert, key = leaf(stem, user, groups, server=bool(node), client=True,
+                         sans=((node, "localhost"), ("127.0.0.1",)) if node else ((), ()))
         config = d / f"{stem}.conf"
         cfg = ClientConfig(server=server_url(first, api_port), certificate_authority=ca_cert,
                            token=tokens[user], client_certificate=cert, client_key=key)

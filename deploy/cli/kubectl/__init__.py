@@ -1,5 +1,5 @@
 """The kubectl-like client commands of `skiff`: apply, get, describe, delete, create, label,
-scale, rollout, set.
+scale, rollout, set, logs, exec.
 
 Each command is a module with `add_arguments(parser)` and `run(args) -> int`, as every `skiff`
 subcommand is (see deploy/cli/main.py). `COMMANDS` lists them in main.py's shape (command words
@@ -18,4 +18,6 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("scale",): ("deploy.cli.kubectl.scale_cmd", "set the replicas of a deployment, replica set, replication controller or stateful set"),
     ("rollout",): ("deploy.cli.kubectl.rollout_cmd", "a deployment's rollout: status, history, undo, pause, resume, restart"),
     ("set",): ("deploy.cli.kubectl.set_cmd", "change a field of objects: set image"),
+    ("logs",): ("deploy.cli.kubectl.logs_cmd", "a container's log, from its node (-f to follow, --previous)"),
+    ("exec",): ("deploy.cli.kubectl.exec_cmd", "run a command in a container (skiff exec POD [-c C] -- CMD...)"),
 }
