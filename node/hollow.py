@@ -4,8 +4,8 @@ A hollow node is the real `node.agent.agent.Agent` - registration, Node status, 
 the pod informer, pod workers, status writes, deletion, the node service - with one thing
 swapped: instead of dialing a CRI runtime over a unix socket it calls, in the same event loop,
 skiff's own `RuntimeServicer` over a `FakeHandler` (sandboxes and containers that "run" without
-processes) and a `HollowImages` service that "pulls" any image instantly (the servicer sees
-`HollowImageStore`: records without layers for the images pulled, Cmd `/hollow`). So everything the
+processes) and a `FakeImageServicer` (node.runtime.images.fake) that "pulls" any image instantly (the servicer sees
+`FakeImageStore`: records without layers for the images pulled, Cmd `/hollow`). So everything the
 control plane sees of a hollow node comes from the same code as from a real one; only the
 containers are not there. Kubernetes' kubemark does the same with the kubelet and a fake runtime.
 
@@ -37,7 +37,6 @@ each node (two processes with the same node name would fight over its Lease).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import logging
 import time
@@ -53,8 +52,7 @@ from google.protobuf.message import Message
 from node.agent.agent import Agent, AgentConfig
 from node.runtime.client import CRIClient
 from node.runtime.fake import FakeHandler
-from node.runtime.images.records import ImageRecord
-from node.runtime.images.store import ImageStore
+from node.runtime.images.fake import FakeImageServicer, FakeImageStore
 from node.runtime.server import RuntimeServicer
 from protos.cri.runtime.v1 import api_pb2 as cri
 from protos.cri.runtime.v1 import api_pb2_grpc
@@ -63,9 +61,6 @@ log = logging.getLogger(__name__)
 
 RUNTIME_SERVICE = cri.DESCRIPTOR.services_by_name["RuntimeService"]
 IMAGE_SERVICE = cri.DESCRIPTOR.services_by_name["ImageService"]
-HOLLOW_IMAGE_SIZE = 1 << 20  # what a hollow image claims to weigh (the scheduler's image locality reads it)
-HOLLOW_CMD = ("/hollow",)    # every hollow image's Cmd: a container needs no command of its own
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 # --- calling a servicer as if over the wire ----------------------------------------------------
@@ -129,74 +124,6 @@ class InProcessStub:
         raise AttributeError(f"{self.service_name} has no unary method {name!r}")
 
 
-# --- images that are always there ---------------------------------------------------------------
-
-
-def hollow_image_id(reference: str) -> str:
-    return "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
-
-
-class HollowImages(api_pb2_grpc.ImageServiceServicer):
-    """An ImageService whose pulls succeed at once: it remembers the references pulled (by the
-    exact string asked, as the agent checks them) and answers for them with a stable fake id."""
-
-    def __init__(self) -> None:
-        self.images: dict[str, cri.Image] = {}
-
-    def _image(self, reference: str) -> cri.Image:
-        return cri.Image(id=hollow_image_id(reference), repo_tags=[reference], size=HOLLOW_IMAGE_SIZE,
-                         spec=cri.ImageSpec(image=hollow_image_id(reference)))
-
-    def find(self, text: str) -> cri.Image | None:
-        """The image pulled as `text`, or whose id is `text`; None when never pulled."""
-        found = self.images.get(text)
-        if found is None:  # an image id, as the agent may pass back what PullImage answered
-            found = next((i for i in list(self.images.values()) if i.id == text), None)  # list(): read from a thread too
-        return found
-
-    async def ListImages(self, request: cri.ListImagesRequest, context: Any) -> cri.ListImagesResponse:
-        return cri.ListImagesResponse(images=list(self.images.values()))
-
-    async def ImageStatus(self, request: cri.ImageStatusRequest, context: Any) -> cri.ImageStatusResponse:
-        found = self.find(request.image.image)
-        return cri.ImageStatusResponse(image=found) if found is not None else cri.ImageStatusResponse()
-
-    async def PullImage(self, request: cri.PullImageRequest, context: Any) -> cri.PullImageResponse:
-        reference = request.image.image
-        if not reference:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "PullImage: image.image is required")
-        image = self.images.setdefault(reference, self._image(reference))
-        return cri.PullImageResponse(image_ref=image.id)
-
-    async def RemoveImage(self, request: cri.RemoveImageRequest, context: Any) -> cri.RemoveImageResponse:
-        found = self.find(request.image.image)
-        if found is not None:
-            self.images = {k: v for k, v in self.images.items() if v.id != found.id}
-        return cri.RemoveImageResponse()
-
-    async def ImageFsInfo(self, request: cri.ImageFsInfoRequest, context: Any) -> cri.ImageFsInfoResponse:
-        return cri.ImageFsInfoResponse()
-
-
-class HollowImageStore(ImageStore):
-    """The runtime servicer's view of the hollow images: an image pulled through `images` has a
-    record (no layers) and a config whose Cmd is `HOLLOW_CMD`, so a container needs no command of
-    its own, as with a real image; one never pulled is absent (CreateContainer: NOT_FOUND)."""
-
-    def __init__(self, root: Path, images: HollowImages) -> None:
-        super().__init__(root)
-        self.images = images
-
-    def get(self, ref_or_id: str) -> ImageRecord | None:
-        found = self.images.find(ref_or_id)
-        if found is None:
-            return None
-        return ImageRecord(id=found.id, manifest_digest=found.id, manifest_media_type=OCI_MANIFEST,
-                           config_size=HOLLOW_IMAGE_SIZE, layers=(), repo_tags=tuple(found.repo_tags))
-
-    def config(self, image: ImageRecord) -> dict[str, Any]:
-        return {"config": {"Cmd": list(HOLLOW_CMD)}}
-
 
 # --- the hollow runtime and agent ---------------------------------------------------------------
 
@@ -207,8 +134,8 @@ class HollowCRIClient(CRIClient):
     @classmethod
     def for_root(cls, root: Path, pod_cidr: str | None, name: str) -> HollowCRIClient:
         handler = FakeHandler(root, pod_cidr)
-        hollow_images = HollowImages()
-        servicer = RuntimeServicer([handler], HollowImageStore(root / "images", hollow_images))
+        hollow_images = FakeImageServicer()
+        servicer = RuntimeServicer([handler], FakeImageStore(root / "images", hollow_images))
         servicer.recover()
         # The stubs are duck-typed: the same method names and call shape as the generated ones.
         runtime = cast(api_pb2_grpc.RuntimeServiceStub, InProcessStub(servicer, RUNTIME_SERVICE))

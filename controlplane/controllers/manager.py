@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from controlplane.client.informer import InformerFactory
+from controlplane.client.metricsserver import MetricsServer
 from controlplane.client.leaderelection import LeaderElector
 from controlplane.client.timeutil import SystemClock, WallClock
 from controlplane.controllers.base import Controller, ControllerContext
@@ -147,7 +148,7 @@ class ControllerManager:
         self.elector: LeaderElector | None = None
         self.leading = False
         self.metrics_address: tuple[str, int] | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: MetricsServer | None = None
 
     @property
     def names(self) -> list[str]:
@@ -193,39 +194,14 @@ class ControllerManager:
         return render_metrics(self.controllers, self.leading, self.options.lease_name)
 
     async def start_metrics(self) -> tuple[str, int]:
-        port = self.options.metrics_port or 0
-        self._server = await asyncio.start_server(self._serve_http, self.options.metrics_host, port)
-        sock = self._server.sockets[0].getsockname()
-        self.metrics_address = (sock[0], sock[1])
+        server = MetricsServer(self.metrics_text, self.options.metrics_host, self.options.metrics_port or 0)
+        await server.start()
+        self._server = server
+        self.metrics_address = (self.options.metrics_host, server.port)
         log.info("serving metrics on http://%s:%d/metrics", *self.metrics_address)
         return self.metrics_address
 
     async def stop_metrics(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await self._server.stop()
             self._server = None
-
-    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 5.0)
-            while await asyncio.wait_for(reader.readline(), 5.0) not in (b"\r\n", b"\n", b""):
-                pass  # headers: nothing here needs them
-            parts = request.decode("latin-1").split()
-            method, path = (parts[0], parts[1].split("?")[0]) if len(parts) >= 2 else ("", "")
-            if method != "GET":
-                status, body, ctype = "405 Method Not Allowed", "only GET\n", "text/plain"
-            elif path == "/metrics":
-                status, body, ctype = "200 OK", self.metrics_text(), "text/plain; version=0.0.4; charset=utf-8"
-            elif path in ("/healthz", "/livez", "/readyz"):
-                status, body, ctype = "200 OK", "ok", "text/plain"
-            else:
-                status, body, ctype = "404 Not Found", "not found: try /metrics or /healthz\n", "text/plain"
-            data = body.encode()
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + data)
-            await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()

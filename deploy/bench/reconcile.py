@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             cluster.start()
             report["scenarios"] = asyncio.run(run_scenarios(args, cluster, skip))
+            report["cpu_seconds"] = cluster.cpu_seconds()
+            print("CPU seconds used, whole run: " + ", ".join(f"{k} {v}" for k, v in report["cpu_seconds"].items()))
         finally:
             cluster.stop()
         report["machine"] = machine_info(load_before, os.getloadavg(), root)
@@ -183,6 +185,15 @@ class BenchCluster:
         for c in self.components + (self.rig.components if self.rig else []):
             if not c.alive and c is not self.lost:
                 raise RuntimeError(f"{c.name} exited: {c.log_tail()}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User+system CPU seconds each process used so far (the store's replicas summed)."""
+        from deploy.bench.common import cpu_seconds, server_pids
+
+        pids = {c.name: [c.pid] for c in self.components + (self.rig.components if self.rig else []) if c.pid}
+        pids["store"] = server_pids(self.store)
+        pids["bench client"] = [os.getpid()]
+        return {name: round(cpu_seconds([p for p in ps if p]) or 0.0, 1) for name, ps in pids.items() if ps}
 
     def stop(self) -> None:
         if self.lost is not None and self.lost.pid is not None:

@@ -32,12 +32,15 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("cluster", "init"): ("deploy.cli.cluster_cmd", "make a cluster's certificates, tokens and client configs"),
     ("agent",): ("deploy.cli.agent_cmd", "run the node agent: registers the node, runs its pods through a CRI runtime"),
     ("runtime",): ("deploy.cli.runtime_cmd", "run the CRI container runtime (runc, process and fake handlers) on a unix socket"),
+    ("hollow-nodes",): ("deploy.cli.hollow_cmd", "run M hollow nodes (real node agents over an in-process fake runtime) in one process"),
     ("image",): ("deploy.cli.image_cmd", "manage the runtime's images: import, ls, rm, pull"),
     ("lab",): ("deploy.lab.cli", "simulated hosts in network namespaces: up, down, status, faults"),
     ("chaos", "run"): ("deploy.chaos.cli", "Jepsen-style run against the lab's store, with a nemesis"),
     ("bench", "kv"): ("deploy.bench.kv", "key-value store throughput and latency (optionally vs etcd)"),
     ("bench", "api"): ("deploy.bench.api", "API server: create latency with watchers open, list latency, watch fan-out"),
     ("bench", "scheduler"): ("deploy.bench.scheduler", "scheduler throughput (pods/s) and latency with hollow nodes"),
+    ("bench", "pod-start"): ("deploy.bench.podstart", "node agent: time from a bound pod to Running, per runtime handler"),
+    ("bench", "reconcile"): ("deploy.bench.reconcile", "reconcile latency on hollow nodes: startup, scale, rolling update, node lost"),
     ("bench", "checker"): ("deploy.bench.checker", "linearizability checker speed (operations/s)"),
 }
 COMMANDS.update(KUBECTL_COMMANDS)  # apply, get, describe, ... (kubectl's habits)

@@ -75,7 +75,8 @@ async def _serve(args: argparse.Namespace, client_config: "ClientConfig", sched_
     from controlplane.client.api import ApiClient
     from controlplane.client.leaderelection import LeaderElector
     from controlplane.scheduler.driver import Scheduler
-    from controlplane.scheduler.metrics import MetricsServer, SchedulerMetrics
+    from controlplane.client.metricsserver import MetricsServer
+    from controlplane.scheduler.metrics import SchedulerMetrics
 
     client = ApiClient.from_config(client_config)
     identity = args.identity or f"{socket.gethostname()}_{uuid.uuid4()}"
@@ -93,7 +94,7 @@ async def _serve(args: argparse.Namespace, client_config: "ClientConfig", sched_
             raise CommandError(f"leader election: {err}") from None
     server: MetricsServer | None = None
     if args.metrics_port is not None:
-        server = MetricsServer(metrics, args.metrics_host, args.metrics_port,
+        server = MetricsServer(metrics.render, args.metrics_host, args.metrics_port,
                                ready=lambda: sched.synced and (elector is None or elector.is_leader))
         try:
             await server.start()

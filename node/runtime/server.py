@@ -43,7 +43,7 @@ from node.network.bridge import BridgeConfig, BridgeNetwork
 from node.runtime import oci
 from node.runtime.containers import ContainerStatus
 from node.runtime.handlers import RuncHandler, RuntimeHandler
-from node.runtime.images.fake import FakeImageServicer
+from node.runtime.images.fake import FakeImageServicer, FakeImageStore
 from node.runtime.images.pull import Puller
 from node.runtime.images.registry import RegistryClient, RegistryConfig
 from node.runtime.images.service import ImageServicer
@@ -220,8 +220,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             await _abort(context, grpc.StatusCode.NOT_FOUND,
                          f"container {config.metadata.name!r}: image {wanted!r} not found in the runtime's "
                          "store: pull it first (PullImage, or skiff image pull/import)")
-        # A hollow container runs nothing: an image it has not got still gets a command.
-        image, layers = (oci.ImageConfig(cmd=("pause",)) if not uses_layers else oci.ImageConfig()), []
+        image, layers = oci.ImageConfig(), []
         if record is not None:
             image = oci.ImageConfig.from_oci((await asyncio.to_thread(self.store.config, record)).get("config") or {})
             layers = self.store.layer_paths(record)
@@ -493,15 +492,16 @@ def make_server(socket_path: Path, root: Path, *, pod_cidr: str | None = None,
         network = BridgeNetwork(BridgeConfig(pod_cidr=pod_cidr, state_dir=root / "network",
                                              bridge=bridge, cluster_cidr=cluster_cidr,
                                              host_netns=host_netns))
-    store = ImageStore(root)
+    fake = FakeImageServicer() if fake_images else None
+    store = FakeImageStore(root, fake) if fake is not None else ImageStore(root)
     puller = Puller(store, RegistryClient(RegistryConfig(insecure_http=frozenset(insecure_registries))))
     runtime = RuntimeServicer(make_handlers(root, handlers, network, cgroup_root), store)
     runtime.recover()
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 2 * OUTPUT_CAP + (1 << 20)),
                                       ("grpc.max_receive_message_length", 16 << 20)])
     runtime.add_to_server(server)
-    if fake_images:
-        FakeImageServicer().add_to_server(server)
+    if fake is not None:
+        fake.add_to_server(server)
     else:
         ImageServicer(store, puller).add_to_server(server)
     socket_path.parent.mkdir(parents=True, exist_ok=True)

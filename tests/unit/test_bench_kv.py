@@ -56,16 +56,17 @@ def test_bench_against_etcd_endpoints(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.etcd
 @needs_etcd
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_failover_against_etcd(tmp_path: Path) -> None:
-    """The bench starts etcd itself, kills its leader, and sees writes come back."""
+    """The bench starts etcd itself, kills its leader, and sees writes come back (the window is
+    generous: on a busy 2-core machine etcd's election can take several seconds)."""
     out = tmp_path / "bench.json"
-    status = main(["bench", "kv", "--etcd-only", "--failover", "--failover-duration", "4",
+    status = main(["bench", "kv", "--etcd-only", "--failover", "--failover-duration", "10",
                    "--failover-inflight", "2", *TINY, "--data-dir", str(tmp_path / "data"), "--json", str(out)])
     assert status == 0
     failover = json.loads(out.read_text())["systems"]["etcd"]["failover"]
     assert failover["recovered"] is True
-    assert 0 < failover["writes_stopped_s"] < 4
+    assert 0 < failover["writes_stopped_s"] < 10
     assert failover["first_ok_after_kill_s"] is not None
     assert failover["killed_member"] in (0, 1, 2)
 

@@ -79,7 +79,7 @@ def test_runs_controllers_without_election_and_serves_metrics() -> None:
             status, body = await http_get(m.metrics_address[1], "/metrics")
             assert status == "HTTP/1.1 200 OK"
             assert 'skiff_controller_syncs_total{controller="deployment"}' in body
-            assert (await http_get(m.metrics_address[1], "/healthz")) == ("HTTP/1.1 200 OK", "ok")
+            assert (await http_get(m.metrics_address[1], "/healthz")) == ("HTTP/1.1 200 OK", "ok\n")
             assert (await http_get(m.metrics_address[1], "/nope"))[0] == "HTTP/1.1 404 Not Found"
         finally:
             await stop(task)

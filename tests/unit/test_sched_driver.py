@@ -10,7 +10,8 @@ from controlplane.client.fake import FakeApi
 from controlplane.client.events import EventRecorder
 from controlplane.scheduler.driver import (Scheduler, is_pending_for, node_changed,
                                            pod_spec_changed, with_unschedulable_condition)
-from controlplane.scheduler.metrics import MetricsServer, SchedulerMetrics, parse_text
+from controlplane.client.metricsserver import MetricsServer
+from controlplane.scheduler.metrics import SchedulerMetrics, parse_text
 from controlplane.scheduler.queue import SchedulingQueue
 from kvstore.clock import MonotonicClock
 from protos.skiff.api.v1 import core_pb2
@@ -236,7 +237,7 @@ def test_metrics_render_and_serve() -> None:
 
     async def main() -> None:
         ready = [False]
-        server = MetricsServer(metrics, port=0, ready=lambda: ready[0])
+        server = MetricsServer(metrics.render, port=0, ready=lambda: ready[0])
         await server.start()
         try:
             async def get(path: str) -> tuple[str, str]:
