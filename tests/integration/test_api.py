@@ -14,7 +14,8 @@ from protos.etcd.etcdserverpb import rpc_pb2
 from protos.skiff.api.v1 import api_pb2, api_pb2_grpc, core_pb2
 from kvstore.client import sync_stubs
 from tests.apiutil import ApiEnv, backends, obj
-from tests.manifests import NGINX_DEPLOYMENT
+from tests.manifests import KUBERNETES_DOCS, NGINX_DEPLOYMENT
+from controlplane.client.manifests import load_manifests
 
 DEPLOYMENT = NGINX_DEPLOYMENT
 
@@ -59,6 +60,24 @@ def test_create_get_defaults_and_server_fields(env: ApiEnv) -> None:
             await c.create(obj(DEPLOYMENT), "default")
         with pytest.raises(apiclient.NotFoundError, match='deployments.apps "nope" not found'):
             await c.get("deployments", "nope", "default")
+    env.run(body)
+
+
+def test_manifests_from_kubernetes_docs_create(env: ApiEnv) -> None:
+    """nginx Deployment, ReplicaSets (one with matchExpressions), a ReplicationController,
+    Services (ClusterIP, headless, NodePort), a StatefulSet, a DaemonSet, Pods, a ConfigMap, a
+    Secret and a Namespace, as Kubernetes' documentation publishes them."""
+    manifests = load_manifests(KUBERNETES_DOCS, "kubernetes-docs.yaml")
+    namespace(env, "docs")
+
+    async def body(c: ApiClient) -> None:
+        for m in manifests:
+            kind = type(m.object).__name__
+            namespace = m.object.metadata.namespace or ("" if kind == "Namespace" else "docs")
+            made = await c.create(m.object, namespace)
+            assert made.metadata.uid, f"{kind} {m.object.metadata.name}"
+        rs = await c.get("rs", "redis-cache", "docs")
+        assert rs.spec.selector.match_expressions or rs.spec.selector.match_labels
     env.run(body)
 
 

@@ -1,10 +1,12 @@
-"""The pod-start and reconcile benchmarks run end to end at a tiny size and write their figures.
+"""The pod-start and reconcile benchmarks run end to end at a tiny size and write their figures
+(and the reconcile plots, where matplotlib is installed).
 
 Not a performance test: only that every figure is in the JSON and is a plausible number (the
 timeouts passed are hang guards).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -49,10 +51,11 @@ def test_reconcile_tiny(tmp_path: Path) -> None:
     out = tmp_path / "reconcile.json"
     proc = run_bench("deploy.bench.reconcile", [
         "--nodes", "3", "--pods", "6", "--node-grace", "5", "--lease-interval", "1", "--toleration", "1",
-        "--delete-samples", "2", "--timeout", "60", "--out", str(out)], timeout=150)
+        "--delete-samples", "2", "--cm-lease-duration", "3", "--timeout", "60", "--out", str(out),
+        "--out-dir", str(tmp_path / "plots")], timeout=180)
     report = json.loads(out.read_text())
     s = report["scenarios"]
-    assert set(s) == {"startup", "scale", "rolling-update", "delete-pod", "node-lost"}, proc.stdout
+    assert set(s) == {"startup", "scale", "rolling-update", "delete-pod", "node-lost", "cm-failover"}, proc.stdout
     percentiles_ok(s["startup"]["pod_startup"], 6)
     assert 0 < s["startup"]["total_s"]
     percentiles_ok(s["scale"]["down_pod_gone"], 6)
@@ -62,4 +65,15 @@ def test_reconcile_tiny(tmp_path: Path) -> None:
     lost = s["node-lost"]
     assert lost["total_s"] > 1.0 and lost["expected_within_s"] == 5 + 1 + 2
     assert lost["replacement_running_since_lost"]["n"] == lost["pods_on_lost_node"]
+    cm = s["cm-failover"]
+    assert {cm["killed"], cm["new_leader"]} == {"bench-cm-a", "bench-cm-b"}, cm
+    # The standby may take over only once the Lease (3 s) went unrenewed: well over a second.
+    assert cm["replicas_after"] == 7 and cm["lease_handover_s"] > 1.0 and cm["total_s"] > 1.0, cm
+    percentiles_ok(cm["new_pod_running_since_kill"], 1)
     assert "startup: all Running in" in proc.stdout and "node lost (" in proc.stdout
+    assert "controller manager killed (" in proc.stdout and "series" in proc.stdout
+    plots = [tmp_path / "plots" / name for name in ("reconcile-cdf.png", "reconcile-timeline.png")]
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert all(p.stat().st_size > 0 for p in plots) and f"plot written to {plots[0]}" in proc.stdout
+    else:
+        assert "matplotlib is not installed" in proc.stdout

@@ -12,3 +12,4 @@ def text(name: str) -> str:
 
 
 NGINX_DEPLOYMENT = text("nginx-deployment.yaml")
+KUBERNETES_DOCS = NGINX_DEPLOYMENT + "---\n" + text("kubernetes-docs.yaml")
