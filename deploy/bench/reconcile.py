@@ -424,14 +424,12 @@ async def lease_holder(client: Any, wanted: Callable[[str], bool], timeout: floa
 async def cm_failover(args: argparse.Namespace, cluster: BenchCluster, client: Any, tracker: PodTracker) -> dict[str, Any]:
     active, _ = await lease_holder(client, lambda h: h in cluster.managers, args.timeout)
     victim = cluster.managers[active]
-    assert victim.pid is not None
     before = len(tracker.serving())
     target = args.pods + max(1, args.pods // 10)
     t0 = time.monotonic()
     # SIGKILL, not SIGTERM: a killed leader cannot release the Lease, so the standby must wait it
     # out - the case that matters. The scale is sent at once, while nobody leads.
-    cluster.killed.add(victim)
-    os.kill(victim.pid, signal.SIGKILL)
+    cluster.kill(victim)
     await _set_replicas(client, target)
     handover = asyncio.create_task(lease_holder(client, lambda h: h in cluster.managers and h != active,
                                                 args.timeout))

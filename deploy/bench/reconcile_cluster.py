@@ -43,6 +43,7 @@ class BenchCluster:
         self.lost_node = ""
         self.managers: dict[str, Component] = {}  # Lease identity -> its process (two, or none)
         self.killed: set[Component] = set()  # exited on purpose: not a failure
+        self.cpu_at_kill: dict[str, float] = {}  # a dead process's /proc is gone: its CPU seconds, kept
         self.rig: NodeRig | None = None
         self.registry: Any = None
         self.image = "bench.invalid/app"
@@ -61,7 +62,8 @@ class BenchCluster:
         from deploy.components import ApiServerProcess
         from kvstore.localcluster import LocalCluster
 
-        progress("starting a 3-replica store, an API server, the scheduler and the controller manager")
+        managers = "two controller managers" if self.standby else "the controller manager"
+        progress(f"starting a 3-replica store, an API server, the scheduler and {managers}")
         self.store = LocalCluster(self.root / "store", size=3)
         self.store.start(timeout=60)
         cache = 20 * self.args.pods + 50 * self.node_count + 10_000  # no watch may fall out of it and relist
@@ -120,7 +122,17 @@ class BenchCluster:
         pids = {c.name: [c.pid] for c in self.components + (self.rig.components if self.rig else []) if c.pid}
         pids["store"] = server_pids(self.store)
         pids["bench client"] = [os.getpid()]
-        return {name: round(cpu_seconds([p for p in ps if p]) or 0.0, 1) for name, ps in pids.items() if ps}
+        used = {name: round(cpu_seconds([p for p in ps if p]) or 0.0, 1) for name, ps in pids.items() if ps}
+        return used | self.cpu_at_kill
+
+    def kill(self, c: Component) -> None:
+        """SIGKILL c by its PID, on purpose (check_alive ignores it); its CPU seconds so far are kept."""
+        from deploy.bench.common import cpu_seconds
+
+        assert c.pid is not None
+        self.cpu_at_kill[c.name] = round(cpu_seconds([c.pid]) or 0.0, 1)
+        self.killed.add(c)
+        os.kill(c.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.lost is not None and self.lost.pid is not None:

@@ -3,8 +3,9 @@
 Everything here is a pure function of what the bench recorded (or of its JSON report, so the
 plots can be drawn again from a saved run): no cluster, no clock.
 
-The raw record (`report["raw"]`, times in seconds, rounded to the millisecond):
-- `series`: one per measured distribution - `{"scenario", "label", "values_s", "total_s"}`;
+The raw record (`report["raw"]`, times in seconds; `running` and `phases` rounded to the ms):
+- `series`: one per measured distribution - `{"scenario", "label", "values_s", "total_s"}`
+  (values unrounded, so that the table matches the printed lines);
   `total_s` is the scenario's total for that series (None where there is none, e.g. delete-pod).
 - `running`: `[[t, count], ...]`, the number of pods Running and not being deleted, after
   every change the pod watch saw; t from the moment the watch opened.
@@ -37,7 +38,8 @@ def figures(values_s: Sequence[float]) -> dict[str, float]:
 
 def series(scenario: str, label: str, values_s: Sequence[float], total_s: float | None = None) -> dict[str, Any]:
     """One raw series for `report["raw"]["series"]` (see the module docstring)."""
-    return {"scenario": scenario, "label": label, "values_s": [round(v, 3) for v in values_s],
+    # Values unrounded: the table computed from them must match the scenario's own line exactly.
+    return {"scenario": scenario, "label": label, "values_s": list(values_s),
             "total_s": None if total_s is None else round(total_s, 3)}
 
 
@@ -119,10 +121,11 @@ def _draw_cdf(plt: Any, path: Path, all_series: Sequence[dict[str, Any]], title:
     ax.set_ylabel("fraction of pods")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_lines():  # a run with every scenario skipped or empty still gets its (empty) plot
-        ax.legend(loc="lower right", fontsize=8)
+        # Below the axes: inside, it would hide the slowest scenarios' lines at the right.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     ax.set_title(f"reconcile latency, CDF per scenario{' - ' + title if title else ''}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -40,7 +40,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "api"): ("deploy.bench.api", "API server: create latency with watchers open, list latency, watch fan-out"),
     ("bench", "scheduler"): ("deploy.bench.scheduler", "scheduler throughput (pods/s) and latency with hollow nodes"),
     ("bench", "pod-start"): ("deploy.bench.podstart", "node agent: time from a bound pod to Running, per runtime handler"),
-    ("bench", "reconcile"): ("deploy.bench.reconcile", "reconcile latency on hollow nodes: startup, scale, rolling update, node lost"),
+    ("bench", "reconcile"): ("deploy.bench.reconcile", "reconcile latency on hollow nodes: startup, scale, rolling update, deleted pod, node lost, controller manager killed"),
     ("bench", "checker"): ("deploy.bench.checker", "linearizability checker speed (operations/s)"),
 }
 COMMANDS.update(KUBECTL_COMMANDS)  # apply, get, describe, ... (kubectl's habits)

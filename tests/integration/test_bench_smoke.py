@@ -70,6 +70,7 @@ def test_reconcile_tiny(tmp_path: Path) -> None:
     # The standby may take over only once the Lease (3 s) went unrenewed: well over a second.
     assert cm["replicas_after"] == 7 and cm["lease_handover_s"] > 1.0 and cm["total_s"] > 1.0, cm
     percentiles_ok(cm["new_pod_running_since_kill"], 1)
+    assert report["cpu_seconds"]["controller-manager-" + cm["killed"][-1]] > 0  # kept from before the kill
     assert "startup: all Running in" in proc.stdout and "node lost (" in proc.stdout
     assert "controller manager killed (" in proc.stdout and "series" in proc.stdout
     plots = [tmp_path / "plots" / name for name in ("reconcile-cdf.png", "reconcile-timeline.png")]
