@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how often a quiet watch that asked for bookmarks gets one (default 10)")
     p.add_argument("--watch-flush-interval", type=float, default=0.01, metavar="SECONDS",
                    help="least time between two messages on one watch; events meanwhile go together (default 0.01)")
+    p.add_argument("--watch-message-rate", type=float, default=2000.0, metavar="PER_SECOND",
+                   help="watch messages per second per resource the server aims not to exceed: watchers wait "
+                        "(watchers / rate) s between messages, at most 0.1 s, and get events in batches (default 2000)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -61,7 +64,8 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     store_tls = TLSFiles(args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile) if args.etcd_cafile else None
     service = ServiceConfig(bookmark_interval=args.bookmark_interval,
                             max_watches_per_user=args.max_watches_per_user,
-                            watch_flush_interval=args.watch_flush_interval)
+                            watch_flush_interval=args.watch_flush_interval,
+                            watch_message_rate=args.watch_message_rate)
     return ApiServerConfig(
         store_endpoints=[e for e in args.etcd_servers.split(",") if e], listen=args.listen,
         store_tls=store_tls, tls_cert=args.tls_cert_file, tls_key=args.tls_private_key_file,
