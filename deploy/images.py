@@ -82,6 +82,7 @@ class LocalRegistry:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
+        self.storage = self.workdir / "storage"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -98,7 +99,7 @@ class LocalRegistry:
         self.port = free_ports(1)[0]
         config = self.workdir / "config.yml"
         config.write_text("version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-                          f"storage:\n  filesystem:\n    rootdirectory: {self.workdir / 'storage'}\n"
+                          f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
                           f"http:\n  addr: {self.host}\n")
         with open(self.workdir / "registry.log", "wb") as log:
             self.proc = subprocess.Popen([str(REGISTRY), "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)

@@ -17,20 +17,18 @@
 """
 from __future__ import annotations
 
+from deploy import images as deploy_images
+
 import gzip
 import hashlib
-import http.client
 import io
 import json
-import os
 import subprocess
 import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from kvstore.localcluster import free_ports
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -253,67 +251,9 @@ def docker_save_archive(layout_dir: Path, out_tar: Path, ref_name: str, repo_tag
     return Path(out_tar)
 
 
-class LocalRegistry:
-    """Debian's docker-registry serving plain HTTP on 127.0.0.1:<free port>, for one test."""
-
-    BINARY = "/usr/bin/docker-registry"
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = Path(workdir)
-        self.storage = self.workdir / "storage"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    def available(cls) -> bool:
-        return os.access(cls.BINARY, os.X_OK)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LocalRegistry:
-        self.storage.mkdir(parents=True, exist_ok=True)
-        self.port = free_ports(1)[0]
-        config = self.workdir / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n")
-        log = open(self.workdir / "registry.log", "wb")
-        self.proc = subprocess.Popen([self.BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if self._request("GET", "/v2/")[0] == 200:
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.__exit__(None, None, None)
-        tail = (self.workdir / "registry.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"docker-registry did not start on {self.host}:\n{tail}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
+class LocalRegistry(deploy_images.LocalRegistry):
+    """Debian's docker-registry on loopback (deploy.images.LocalRegistry), with the pushes tests
+    need: blobs, manifests, whole OCI layouts (indexes too), skopeo, and blob files to tamper with."""
 
     def push_blob(self, repository: str, data: bytes) -> str:
         digest = sha256(data)

@@ -2,7 +2,7 @@
 
     skiff bench reconcile [--nodes 10] [--pods 100] [--handler fake|runc] [--server HOST:PORT]
                           [--node-grace 20] [--toleration 5] [--lease-interval 4]
-                          [--cm-lease-duration 4] [--out FILE] [--out-dir DIR] ...
+                          [--cm-lease-duration 8] [--out FILE] [--out-dir DIR] ...
 
 The cluster (deploy/bench/reconcile_cluster.py): a 3-replica store, an API server, the
 scheduler, one controller manager (two, leader-elected, for cm-failover) and M hollow nodes, the
@@ -74,8 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-grace", type=float, default=20.0, help="controller manager's --node-monitor-grace-period (default 20 s)")
     p.add_argument("--toleration", type=int, default=5, help="pods tolerate unreachable/not-ready this long (default 5 s)")
     p.add_argument("--lease-interval", type=float, default=4.0, help="hollow nodes' Lease renewal period (default 4 s)")
-    p.add_argument("--cm-lease-duration", type=float, default=4.0,
-                   help="the controller managers' leader-election lease in cm-failover (default 4 s)")
+    p.add_argument("--cm-lease-duration", type=float, default=8.0,
+                   help="the controller managers' leader-election lease in cm-failover (default 8 s)")
     p.add_argument("--delete-samples", type=int, default=5, help="pods deleted one at a time in scenario 4 (default 5)")
     p.add_argument("--skip", default="", metavar="NAME,...", help=f"scenarios to skip ({', '.join(SCENARIOS)})")
     p.add_argument("--timeout", type=float, default=300.0, help="give up on a scenario after this long (default 300 s)")

@@ -140,16 +140,7 @@ async def _serve(config: AgentConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deploy.cli.agent_cmd ...``: the same as ``skiff agent ...``."""
-    parser = argparse.ArgumentParser(prog="skiff agent", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as err:
-        print(f"skiff: {err}", file=sys.stderr)
-        return err.status
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.cli.agent_cmd ...` is `skiff ...` for this command
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.cli.agent_cmd"))

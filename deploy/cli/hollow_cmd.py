@@ -114,16 +114,7 @@ async def _serve(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deploy.cli.hollow_cmd ...``: the same as ``skiff hollow-nodes ...``."""
-    parser = argparse.ArgumentParser(prog="skiff hollow-nodes", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as err:
-        print(f"skiff: {err}", file=sys.stderr)
-        return err.status
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.cli.hollow_cmd ...` is `skiff ...` for this command
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.cli.hollow_cmd"))

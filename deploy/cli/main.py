@@ -89,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run_module(module_name: str, argv: Sequence[str] | None = None) -> int:
+    """`python -m <module> ARGS` runs `skiff <the module's words> ARGS` (tests and benchmarks
+    start daemons that way)."""
+    words = next(w for w, (module, _) in COMMANDS.items() if module == module_name)
+    return main([*words, *(sys.argv[1:] if argv is None else argv)])
+
+
 def _find_subparser(parser: argparse.ArgumentParser, module_name: str) -> argparse.ArgumentParser:
     stack = [parser]
     while stack:

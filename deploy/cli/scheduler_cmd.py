@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import random
 import signal
 import socket
 import sys
 import uuid
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from deploy.cli.errors import CommandError
 
@@ -129,23 +128,7 @@ async def _serve(args: argparse.Namespace, client_config: "ClientConfig", sched_
     return status
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skiff scheduler", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
-    except CommandError as err:
-        print(f"skiff scheduler: {err}", file=sys.stderr)
-        return err.status
-    except Exception as err:
-        if os.environ.get("SKIFF_DEBUG"):
-            raise
-        print(f"skiff scheduler: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.cli.scheduler_cmd ...` is `skiff ...` for this command
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.cli.scheduler_cmd"))

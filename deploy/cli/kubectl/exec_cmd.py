@@ -77,16 +77,7 @@ def run(args: argparse.Namespace) -> int:
     return run_session(args, body)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deploy.cli.kubectl.exec_cmd ...``: the same as ``skiff exec ...``."""
-    parser = argparse.ArgumentParser(prog="skiff exec", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as err:
-        print(f"skiff: {err}", file=sys.stderr)
-        return err.status
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.cli.kubectl.exec_cmd ...` is `skiff ...` for this command
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.cli.kubectl.exec_cmd"))

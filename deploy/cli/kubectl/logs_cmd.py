@@ -110,18 +110,7 @@ def run(args: argparse.Namespace) -> int:
     return run_session(args, body)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deploy.cli.kubectl.logs_cmd ...``: the same as ``skiff logs ...``."""
-    parser = argparse.ArgumentParser(prog="skiff logs", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as err:
-        print(f"skiff: {err}", file=sys.stderr)
-        return err.status
-    except KeyboardInterrupt:
-        return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.cli.kubectl.logs_cmd ...` is `skiff ...` for this command
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.cli.kubectl.logs_cmd"))
