@@ -34,7 +34,10 @@ class Component:
     def start(self) -> "Component":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            env = dict(os.environ, PYTHONUNBUFFERED="1", **(self.env or {}))
+            # A daemon given --server and no --config must not pick up the user's ~/.skiff/config
+            # (its CA and token would turn a plain-text connection into TLS).
+            isolate = {"SKIFF_CONFIG": "none"} if "--server" in self.args and "--config" not in self.args else {}
+            env = dict(os.environ, PYTHONUNBUFFERED="1", **isolate, **(self.env or {}))
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         return self

@@ -1,6 +1,7 @@
 """Shared fixtures: real store clusters of processes on loopback."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -8,6 +9,10 @@ from typing import Iterator
 import pytest
 
 from kvstore.localcluster import LocalCluster
+
+# No test may pick up the developer's own ~/.skiff/config (written by `skiff up`): every client,
+# in this process and in the processes tests start, reads no file unless a test says otherwise.
+os.environ["SKIFF_CONFIG"] = "none"
 
 
 @pytest.fixture

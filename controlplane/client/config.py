@@ -13,8 +13,9 @@ skiff's own small YAML shape, one cluster and one identity per file:
 Relative paths are relative to the file's directory (so a directory of configs can move);
 `~` is expanded. Unknown keys are an error naming the key, as kubectl's strict decoding is.
 
-Where the file is: the `path` argument, else `$SKIFF_CONFIG`, else `~/.skiff/config`. `--server`
-and `--token` override what the file says; with `--server`, a missing default file is fine.
+Where the file is: the `path` argument, else `$SKIFF_CONFIG`, else `~/.skiff/config`; "none"
+means no file at all. `--server` and `--token` override what the file says (kubectl's habit: the
+file's CA and token stay); with `--server`, a missing default file is fine.
 
 Invariants: with no certificate authority the channel is plain text, and then no credential is
 ever sent (a token or a client certificate without TLS is a `ConfigError`, not a leak). Files are
@@ -33,6 +34,7 @@ import yaml
 
 DEFAULT_PATH = Path("~/.skiff/config")
 ENV_VAR = "SKIFF_CONFIG"
+NO_FILE = "none"  # SKIFF_CONFIG=none / --config none: read no file, only --server and --token
 KEYS = ("server", "certificate-authority", "tls-server-name", "token", "client-certificate", "client-key",
         "namespace")
 PATH_KEYS = ("certificate-authority", "client-certificate", "client-key")
@@ -94,13 +96,13 @@ class ClientConfig:
         return f"client config {self.source}" if self.source else "client config"
 
 
-def config_path(path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
-    """(the config file's path, whether it was asked for explicitly rather than the default)."""
-    if path:
-        return Path(path).expanduser(), True
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser(), True
+def config_path(path: str | os.PathLike[str] | None = None) -> tuple[Path | None, bool]:
+    """(the config file's path — None for "none" —, whether it was asked for explicitly)."""
+    chosen = str(path) if path else os.environ.get(ENV_VAR, "")
+    if chosen == NO_FILE:
+        return None, False
+    if chosen:
+        return Path(chosen).expanduser(), True
     return DEFAULT_PATH.expanduser(), False
 
 
@@ -108,7 +110,7 @@ def load_config(path: str | os.PathLike[str] | None = None, server: str | None =
                 token: str | None = None) -> ClientConfig:
     """The client config from its file (see the module docstring), with --server/--token applied."""
     file, explicit = config_path(path)
-    if not file.exists():
+    if file is None or not file.exists():
         if explicit:
             raise ConfigError(f"client config {file}: no such file")
         if not server:

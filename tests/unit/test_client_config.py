@@ -125,3 +125,14 @@ def test_write_round_trips_with_mode_0600(tmp_path: Path) -> None:
     assert load_config(path) == cfg
     assert render_config(path, cfg) == text
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_none_reads_no_file_even_when_the_default_exists(no_ambient_config: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    write(no_ambient_config / ".skiff" / "config", "server: 10.0.0.1:6443\ntoken: t\ncertificate-authority: ca.crt\n")
+    monkeypatch.setenv("SKIFF_CONFIG", "none")
+    cfg = load_config(server="127.0.0.1:7000")
+    assert cfg == ClientConfig(server="127.0.0.1:7000")
+    assert load_config("none", server="127.0.0.1:7001").token is None
+    with pytest.raises(ConfigError, match="no client config"):
+        load_config()
