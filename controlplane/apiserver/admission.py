@@ -21,9 +21,10 @@ from typing import Callable
 from google.protobuf.message import Message
 
 from controlplane.apiserver import errors
-from controlplane.apiserver.storage import StoreClient, StoreUnavailable, prefix_end
-from controlplane.client.scheme import Kind
+from controlplane.apiserver.storage import StoreClient, StoreUnavailable, absent, delete_op, prefix_end, put_op
+from controlplane.client.scheme import Kind, by_resource
 from protos.etcd.etcdserverpb import rpc_pb2
+from protos.skiff.api.v1 import core_pb2
 
 IP_PREFIX = b"/registry/serviceips/"
 PORT_PREFIX = b"/registry/servicenodeports/"
@@ -96,15 +97,15 @@ class Admission:
         if kind.kind != "Service":
             return []
         spec = obj.spec  # type: ignore[attr-defined]
-        ops = [_delete(IP_PREFIX + ip.encode()) for ip in _ips(spec)]
-        ops += [_delete(PORT_PREFIX + str(p).encode()) for p in _node_ports(spec)]
+        ops = [delete_op(IP_PREFIX + ip.encode()) for ip in _ips(spec)]
+        ops += [delete_op(PORT_PREFIX + str(p).encode()) for p in _node_ports(spec)]
         return ops
 
     async def _allocate_ip(self, spec, old: Message | None, owner: bytes, out: Allocations) -> None:  # type: ignore[no-untyped-def]
         held = set(_ips(old.spec)) if old is not None else set()  # type: ignore[attr-defined]
         if spec.cluster_ip == "None" or spec.type == "ExternalName":
             for ip in held:
-                out.ops.append(_delete(IP_PREFIX + ip.encode()))
+                out.ops.append(delete_op(IP_PREFIX + ip.encode()))
             return
         if spec.cluster_ip and spec.cluster_ip in held:
             return
@@ -124,8 +125,8 @@ class Admission:
         del spec.cluster_ips[:]
         spec.cluster_ips.append(spec.cluster_ip)
         key = IP_PREFIX + spec.cluster_ip.encode()
-        out.compares.append(_absent(key))
-        out.ops.append(_put(key, owner))
+        out.compares.append(absent(key))
+        out.ops.append(put_op(key, owner))
 
     def _pick_ip(self, taken: set[str]) -> str:
         net = self.service_net
@@ -147,7 +148,7 @@ class Admission:
                 p.node_port = 0
         wanted = {p.node_port for p in spec.ports if p.node_port}
         for port in held - wanted:
-            out.ops.append(_delete(PORT_PREFIX + str(port).encode()))
+            out.ops.append(delete_op(PORT_PREFIX + str(port).encode()))
         if not wants_ports:
             return
         low, high = self.node_ports
@@ -167,8 +168,8 @@ class Admission:
                 p.node_port = self._pick_port(taken)
             taken.add(str(p.node_port))
             key = PORT_PREFIX + str(p.node_port).encode()
-            out.compares.append(_absent(key))
-            out.ops.append(_put(key, owner))
+            out.compares.append(absent(key))
+            out.ops.append(put_op(key, owner))
 
     def _pick_port(self, taken: set[str]) -> int:
         low, high = self.node_ports
@@ -191,7 +192,6 @@ def _node_ports(spec) -> list[int]:  # type: ignore[no-untyped-def]
 
 
 def _terminating(namespace_value: bytes) -> bool:
-    from protos.skiff.api.v1 import core_pb2
     ns = core_pb2.Namespace()
     ns.ParseFromString(namespace_value)
     return bool(ns.metadata.deletion_timestamp) or ns.status.phase == "Terminating"
@@ -201,21 +201,4 @@ def _name(owner: bytes) -> str:
     return owner.decode().split("/", 1)[-1]
 
 
-def _absent(key: bytes) -> rpc_pb2.Compare:
-    return rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL, create_revision=0)
-
-
-def _put(key: bytes, value: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))
-
-
-def _delete(key: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key))
-
-
-def _service_kind() -> Kind:
-    from controlplane.client.scheme import by_resource
-    return by_resource("services")
-
-
-_SERVICE = _service_kind()
+_SERVICE = by_resource("services")

@@ -28,7 +28,8 @@ from google.protobuf.message import Message
 
 from controlplane.apiserver import errors, strategy
 from controlplane.apiserver.admission import Admission
-from controlplane.apiserver.storage import StoreClient, StoreCompacted, StoreUnavailable
+from controlplane.apiserver.storage import (StoreClient, StoreCompacted, StoreUnavailable, absent, delete_op,
+                                            put_op, unchanged)
 from controlplane.apiserver.strategy import copy_of, meta
 from controlplane.apiserver.watchcache import ResourceCache
 from controlplane.client import codec, mergepatch
@@ -117,8 +118,8 @@ class Registry:
             if dry_run:
                 return attempt
             req = rpc_pb2.TxnRequest(
-                compare=[_absent(key), *extra.compares],
-                success=[_put(key, encode_for_store(attempt)), *extra.ops])
+                compare=[absent(key), *extra.compares],
+                success=[put_op(key, encode_for_store(attempt)), *extra.ops])
             resp = await self._store(self.store.txn(req))
             if resp.succeeded:
                 meta(attempt).resource_version = str(resp.header.revision)
@@ -248,8 +249,8 @@ class Registry:
                 return write.obj or current
             if write.obj is None:
                 write.ops += self.admission.releases_for(kind, current)
-            cmp = [_unchanged(key, int(current_rv)), *write.compares]
-            op = _put(key, encode_for_store(write.obj)) if write.obj is not None else _delete(key)
+            cmp = [unchanged(key, int(current_rv)), *write.compares]
+            op = put_op(key, encode_for_store(write.obj)) if write.obj is not None else delete_op(key)
             resp = await self._store(self.store.txn(rpc_pb2.TxnRequest(compare=cmp, success=[op, *write.ops])))
             if resp.succeeded:
                 done = write.obj if write.obj is not None else current
@@ -377,21 +378,3 @@ def _same(a: Message, b: Message) -> bool:
 
 def _random_suffix(n: int = 5) -> str:
     return "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(n))
-
-
-def _absent(key: bytes) -> rpc_pb2.Compare:
-    return rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL, create_revision=0)
-
-
-def _unchanged(key: bytes, rev: int) -> rpc_pb2.Compare:
-    return rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL, mod_revision=rev)
-
-
-def _put(key: bytes, value: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))
-
-
-def _delete(key: bytes) -> rpc_pb2.RequestOp:
-    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key))
-
-

@@ -181,6 +181,24 @@ class StoreClient:
             call.cancel()
 
 
+def absent(key: bytes) -> rpc_pb2.Compare:
+    """A transaction compare: the key does not exist (create_revision 0)."""
+    return rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE, result=rpc_pb2.Compare.EQUAL, create_revision=0)
+
+
+def unchanged(key: bytes, rev: int) -> rpc_pb2.Compare:
+    """A transaction compare: the key's mod_revision is still `rev`."""
+    return rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.MOD, result=rpc_pb2.Compare.EQUAL, mod_revision=rev)
+
+
+def put_op(key: bytes, value: bytes) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value))
+
+
+def delete_op(key: bytes) -> rpc_pb2.RequestOp:
+    return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=key))
+
+
 def _not_applied(err: grpc.aio.AioRpcError) -> bool:
     detail = (err.details() or "").lower()
     return err.code() == grpc.StatusCode.UNAVAILABLE and any(m in detail for m in _NOT_APPLIED_MARKERS)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.bench.common import cpu_seconds, data_root, machine_info, server_pids
+from deploy.bench.common import cpu_seconds, create_if_absent, data_root, ensure_namespace, machine_info, server_pids
 from deploy.bench.loadgen import percentile
 from deploy.cli.errors import CommandError
 
@@ -136,13 +136,11 @@ async def _create_load(address: str, rate: float, duration: float, channels: int
         except Exception as err:  # counted, not fatal: the figures say how many failed
             errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
 
-    ns = core_pb2.Namespace()
-    ns.metadata.name = "bench-api"
-    await _ensure(clients[0], ns)
+    await ensure_namespace(clients[0], "bench-api")
     for n, client in enumerate(clients):  # connect every channel before the clock starts
         warm = core_pb2.ConfigMap()
         warm.metadata.name = f"warm-up-{n}"
-        await _create_ignore(client, warm, "bench-api")
+        await create_if_absent(client, warm, "bench-api")
     start = time.monotonic() + 0.2
     tasks = []
     for i in range(total):
@@ -158,14 +156,6 @@ async def _create_load(address: str, rate: float, duration: float, channels: int
     latencies.sort()
     return {"requested_rate": rate, "count": total, "ok": len(latencies), "errors": errors,
             "achieved_rate": round(len(latencies) / elapsed, 1), **_ms_stats(latencies), "acks": acks}
-
-
-async def _ensure(client: Any, obj: Any) -> None:
-    from controlplane.client.api import AlreadyExistsError
-    try:
-        await client.create(obj)
-    except AlreadyExistsError:
-        pass
 
 
 def _watch_process(address: str, watchers: int, expected: int, ready: Any, results: Any) -> None:
@@ -214,9 +204,7 @@ async def _list_timings(address: str, count: int) -> dict[str, Any]:
     from protos.skiff.api.v1 import core_pb2
 
     client = ApiClient.connect(address, timeout=300)
-    ns = core_pb2.Namespace()
-    ns.metadata.name = "bench-list"
-    await _ensure(client, ns)
+    await ensure_namespace(client, "bench-list")
     sem = asyncio.Semaphore(64)
 
     async def make(i: int) -> None:
@@ -224,7 +212,7 @@ async def _list_timings(address: str, count: int) -> dict[str, Any]:
         cm.metadata.name = f"cm-{i:06d}"
         cm.data["key"] = "v" * 64
         async with sem:
-            await _create_ignore(client, cm)
+            await create_if_absent(client, cm, "bench-list")
 
     t0 = time.monotonic()
     await asyncio.gather(*(make(i) for i in range(count)))
@@ -242,14 +230,6 @@ async def _list_timings(address: str, count: int) -> dict[str, Any]:
         out[f"{label}_ms_median"] = round(sorted(times)[1] * 1000, 1)
     await client.close()
     return out
-
-
-async def _create_ignore(client: Any, obj: Any, namespace: str = "bench-list") -> None:
-    from controlplane.client.api import AlreadyExistsError
-    try:
-        await client.create(obj, namespace)
-    except AlreadyExistsError:
-        pass
 
 
 async def _list_all(client: Any, kwargs: dict[str, Any]) -> int:

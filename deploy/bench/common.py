@@ -68,3 +68,19 @@ def cpu_seconds(pids: list[int]) -> float | None:
             return None
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+async def create_if_absent(client: Any, obj: Any, namespace: str = "") -> None:
+    """Create obj through an ApiClient unless it exists (benchmarks rerun against one cluster)."""
+    from controlplane.client.api import AlreadyExistsError
+    try:
+        await client.create(obj, namespace)
+    except AlreadyExistsError:
+        pass
+
+
+async def ensure_namespace(client: Any, name: str) -> None:
+    from protos.skiff.api.v1 import core_pb2
+    ns = core_pb2.Namespace()
+    ns.metadata.name = name
+    await create_if_absent(client, ns)

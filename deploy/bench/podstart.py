@@ -31,9 +31,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from deploy.bench.common import data_root, machine_info
+from deploy.bench.common import data_root, ensure_namespace, machine_info
 from deploy.bench.loadgen import percentile
 from deploy.cli.errors import CommandError
 from deploy.components import Component
@@ -226,19 +226,13 @@ def _one_handler(args: argparse.Namespace, base: Path, server: str, image: str, 
 
 
 async def _measure_node(args: argparse.Namespace, rig: NodeRig, image: str, sizes: list[int]) -> dict[str, Any]:
-    from controlplane.client.api import AlreadyExistsError, ApiClient
+    from controlplane.client.api import ApiClient
     from node.runtime.client import CRIClient
     from protos.cri.runtime.v1 import api_pb2 as cri
-    from protos.skiff.api.v1 import core_pb2
 
     client = ApiClient.connect(rig.server, timeout=60)
     try:
-        ns = core_pb2.Namespace()
-        ns.metadata.name = NAMESPACE
-        try:
-            await client.create(ns)
-        except AlreadyExistsError:
-            pass
+        await ensure_namespace(client, NAMESPACE)
         await _wait_node_ready(client, rig, 60)
         async with CRIClient.connect(f"unix://{rig.socket}") as runtime:  # pre-pull: not part of the clock
             await runtime.images.PullImage(cri.PullImageRequest(image=cri.ImageSpec(image=image)), timeout=300)
@@ -340,15 +334,6 @@ async def _until(done: Any, changed: asyncio.Event, timeout: float, rig: NodeRig
             pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skiff bench pod-start", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as err:
-        print(f"skiff: {err}", file=sys.stderr)
-        return err.status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.bench.podstart ...` is `skiff bench ...`
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.bench.podstart"))

@@ -49,9 +49,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
-from deploy.bench.common import data_root, machine_info
+from deploy.bench.common import data_root, ensure_namespace, machine_info
 from deploy.bench.podstart import progress
 from deploy.bench.reconcile_cluster import NODE_LABEL, BenchCluster
 from deploy.bench.reconcile_report import figures, format_result, series, summary_table, write_plots
@@ -255,8 +255,7 @@ Scenario = Callable[[argparse.Namespace, "BenchCluster", Any, PodTracker], Await
 async def run_scenarios(args: argparse.Namespace, cluster: BenchCluster,
                         skip: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the scenarios not skipped, in order: their results, and the raw record (reconcile_report)."""
-    from controlplane.client.api import AlreadyExistsError, ApiClient
-    from protos.skiff.api.v1 import core_pb2
+    from controlplane.client.api import ApiClient
 
     client = ApiClient.connect(cluster.server, timeout=60)
     tracker = PodTracker(client)
@@ -267,12 +266,7 @@ async def run_scenarios(args: argparse.Namespace, cluster: BenchCluster,
     def since(t: float) -> float:
         return round(t - tracker.origin, 3)
     try:
-        ns = core_pb2.Namespace()
-        ns.metadata.name = NAMESPACE
-        try:
-            await client.create(ns)
-        except AlreadyExistsError:
-            pass
+        await ensure_namespace(client, NAMESPACE)
         await wait_nodes_ready(client, cluster, args.timeout)
         await asyncio.sleep(0.5)  # the pod watch is open at the server
         steps: list[tuple[str, Scenario]] = [("startup", startup), ("scale", scale), ("rolling-update", rolling_update),
@@ -450,15 +444,6 @@ async def cm_failover(args: argparse.Namespace, cluster: BenchCluster, client: A
             SERIES: [series("cm-failover", "controller manager killed -> new pod Running", since_kill, end - t0)]}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skiff bench reconcile", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except CommandError as err:
-        print(f"skiff: {err}", file=sys.stderr)
-        return err.status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.bench.reconcile ...` is `skiff bench ...`
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.bench.reconcile"))

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from deploy.bench.common import cpu_seconds, data_root, machine_info
+from deploy.bench.common import cpu_seconds, data_root, ensure_namespace, machine_info
 from deploy.bench.loadgen import percentile
 from deploy.cli.errors import CommandError
 from deploy.components import Component
@@ -204,18 +204,12 @@ def hollow_node(name: str, zone: str) -> Any:
 
 
 async def _create_nodes(address: str, count: int, concurrency: int) -> None:
-    from controlplane.client.api import AlreadyExistsError, ApiClient
-    from protos.skiff.api.v1 import core_pb2
+    from controlplane.client.api import ApiClient
 
     client = ApiClient.connect(address)
     slots = asyncio.Semaphore(concurrency)
     try:
-        ns = core_pb2.Namespace()
-        ns.metadata.name = NAMESPACE
-        try:
-            await client.create(ns)
-        except AlreadyExistsError:
-            pass
+        await ensure_namespace(client, NAMESPACE)
 
         async def one(i: int) -> None:
             async with slots:
@@ -306,11 +300,6 @@ async def _watch_binds(client: Any, bound: dict[str, float], expected: int, done
     done.set()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skiff bench scheduler", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m deploy.bench.scheduler ...` is `skiff bench ...`
+    from deploy.cli.main import run_module
+    sys.exit(run_module("deploy.bench.scheduler"))

@@ -39,6 +39,7 @@ import grpc
 from controlplane.client.api import ApiStatusError, UnauthenticatedError
 from node.agent import plan as p
 from node.runtime import logs
+from node.runtime.logs import last_lines, parse_complete
 from protos.cri.runtime.v1 import api_pb2 as cri
 from protos.skiff.api.v1 import core_pb2
 from protos.skiff.node.v1 import node_pb2, node_pb2_grpc
@@ -197,31 +198,6 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                         yield render(records, timestamps)
                     return
                 await asyncio.sleep(self.poll)
-
-
-def parse_complete(data: bytes) -> tuple[list[logs.LogRecord], bytes]:
-    """The records of the complete lines in `data` (bad lines skipped) and the unfinished rest."""
-    complete, newline, rest = data.rpartition(b"\n")
-    records = []
-    for line in complete.split(b"\n") if newline else []:
-        try:
-            records.append(logs.parse_record(line))
-        except ValueError:
-            continue
-    return records, rest
-
-
-def last_lines(records: list[logs.LogRecord], count: int) -> list[logs.LogRecord]:
-    """The records of the last `count` lines (a line: partial records ending in a full one)."""
-    if count <= 0:
-        return []
-    seen = 0
-    for index in range(len(records) - 1, -1, -1):
-        if not records[index].partial:
-            seen += 1
-            if seen > count:
-                return records[index + 1:]
-    return records
 
 
 def render(records: list[logs.LogRecord], timestamps: bool) -> bytes:

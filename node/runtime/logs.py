@@ -185,11 +185,9 @@ def read_records(path: Path, tail: int | None = None, since_ns: int | None = Non
     evidence, and one bad line must not hide the rest.
     """
     with open(path, "rb") as f:
-        data = f.read()
-        complete, newline, rest = data.rpartition(b"\n")
-        records = _parse_lines(complete.split(b"\n") if newline else [])
+        records, rest = parse_complete(f.read())
         if tail is not None:
-            records = _last_lines(records, tail)
+            records = last_lines(records, tail)
         for record in records:
             if since_ns is None or record.timestamp_ns >= since_ns:
                 yield record
@@ -204,9 +202,8 @@ def _follow(reader: BinaryIO, rest: bytes, since_ns: int | None,
     while True:
         chunk = reader.read()
         if chunk:
-            complete, newline, rest = (rest + chunk).rpartition(b"\n")
-            lines = complete.split(b"\n") if newline else []
-            for record in _parse_lines(lines):
+            records, rest = parse_complete(rest + chunk)
+            for record in records:
                 if since_ns is None or record.timestamp_ns >= since_ns:
                     yield record
             continue
@@ -219,17 +216,21 @@ def _follow(reader: BinaryIO, rest: bytes, since_ns: int | None,
         time.sleep(poll_interval)
 
 
-def _parse_lines(lines: list[bytes]) -> list[LogRecord]:
+def parse_complete(data: bytes) -> tuple[list[LogRecord], bytes]:
+    """The records of the complete lines in ``data`` (malformed lines skipped) and the
+    unterminated rest."""
+    complete, newline, rest = data.rpartition(b"\n")
     records = []
-    for line in lines:
+    for line in complete.split(b"\n") if newline else []:
         try:
             records.append(parse_record(line))
         except ValueError:
             continue
-    return records
+    return records, rest
 
 
-def _last_lines(records: list[LogRecord], count: int) -> list[LogRecord]:
+def last_lines(records: list[LogRecord], count: int) -> list[LogRecord]:
+    """The records of the last ``count`` lines (a line: partial records ending in a full one)."""
     if count <= 0:
         return []
     seen = 0

@@ -45,7 +45,7 @@ from node.runtime.containers import CREATED, EXITED, RUNNING, ContainerStatus, e
 from node.runtime.handlers import DEFAULT_STOP_TIMEOUT, ContainerUsage
 from node.runtime.runc import ExecResult, exit_code_of, read_exit_status
 from node.runtime.sandbox import (
-    NOTREADY, READY, NotFound, Sandbox, SandboxConfig, SandboxError, hosts_file,
+    NOTREADY, READY, NotFound, Sandbox, SandboxConfig, SandboxError, check_run, hosts_file,
     process_start_time, resolv_conf, wait_exit,
 )
 
@@ -112,8 +112,8 @@ class ProcessHandler:
             ip, gateway = self.host_ip, ""
             if netns is not None:
                 netns.touch()
-                _check(["unshare", f"--net={netns}", "true"], "pin the pod network namespace")
-                _check(["nsenter", f"--net={netns}", "ip", "link", "set", "lo", "up"], "set lo up")
+                check_run(["unshare", f"--net={netns}", "true"], "pin the pod network namespace")
+                check_run(["nsenter", f"--net={netns}", "ip", "link", "set", "lo", "up"], "set lo up")
                 net = self.network.setup(str(netns), sandbox_id) if self.network else None
                 ip, gateway = (net.ip, net.gateway) if net else ("", "")
             hostname = config.hostname or config.name
@@ -341,12 +341,6 @@ def _read(path: str | Path) -> str:
         return Path(path).read_text()
     except OSError:
         return ""
-
-
-def _check(argv: Sequence[str], what: str) -> None:
-    result = subprocess.run(list(argv), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SandboxError(f"cannot {what}: {' '.join(argv)}: {result.stderr.strip()}")
 
 
 def _reap() -> None:

@@ -165,7 +165,7 @@ class SandboxManager:
              config: SandboxConfig) -> Sandbox:
         hostname = config.hostname or config.name
         netns_path.touch()
-        _check(["unshare", f"--net={netns_path}", "true"], "pin the pod network namespace")
+        check_run(["unshare", f"--net={netns_path}", "true"], "pin the pod network namespace")
         net = self.network.setup(str(netns_path), sandbox_id) if self.network else None
         ip = net.ip if net else ""
         (directory / "hostname").write_text(hostname + "\n")
@@ -302,7 +302,8 @@ def _host_resolv() -> str:
         return ""
 
 
-def _check(argv: Sequence[str], what: str) -> None:
+def check_run(argv: Sequence[str], what: str) -> None:
+    """Run a helper command; a failure is a SandboxError naming what could not be done."""
     result = subprocess.run(list(argv), capture_output=True, text=True)
     if result.returncode != 0:
         raise SandboxError(f"cannot {what}: {' '.join(argv)}: {result.stderr.strip()}")
