@@ -10,11 +10,12 @@ Queue keys are `<resource>|<namespace>/<name>` (`<resource>|<name>` for cluster-
 `sync(key)` looks at one object:
 
 - **Orphan**: it is being deleted and has the `orphan` finalizer -> remove its ownerReference
-  from each dependent (a merge patch of ownerReferences, conditional on the dependent's
+  from each dependent (found by consistent live lists, not the caches: see `live_dependents`) (a merge patch of ownerReferences, conditional on the dependent's
   resourceVersion), then remove the finalizer (update), after which the API server deletes it.
 - **Foreground**: it is being deleted and has `foregroundDeletion` -> delete each dependent not
   already being deleted (Foreground itself when it has dependents of its own, else Background);
-  once no dependent with blockOwnerDeletion remains in the caches, remove the finalizer.
+  once no dependent with blockOwnerDeletion remains in the caches nor in live lists, remove
+  the finalizer.
 - **Background / dangling owners**: it has ownerReferences -> each owner is classified as
   present, absent (no object of that kind and name, or one with another uid) or waiting
   (being deleted with foregroundDeletion). A cache miss is confirmed with a live GET before an
@@ -61,6 +62,12 @@ def _meta(obj: Message) -> Any:
 def gc_key(resource: str, obj: Message) -> str:
     m = _meta(obj)
     return f"{resource}|{m.namespace}/{m.name}" if m.namespace else f"{resource}|{m.name}"
+
+
+def _blocks(dependent: Message, owner_uid: str) -> bool:
+    """Whether dependent's reference to owner_uid has blockOwnerDeletion set."""
+    return any(r.uid == owner_uid and r.HasField("block_owner_deletion") and r.block_owner_deletion
+               for r in _meta(dependent).owner_references)
 
 
 def _copy(obj: Message) -> Message:
@@ -133,6 +140,23 @@ class GarbageCollector(Controller):
             out += [(resource, o) for o in inf.by_index(OWNERS_INDEX, uid)]
         return out
 
+    async def live_dependents(self, owner: Message) -> list[tuple[str, Message]]:
+        """Every object with an ownerReference to `owner`, from consistent live lists.
+
+        The caches may not have seen a dependent created just before its owner's deletion;
+        orphaning or finishing a foreground deletion on a cache that lags would then let the
+        dependent be collected (orphan) or outlive its owner (foreground). Both are rare, so
+        they are decided on a fresh read: one list per watched kind, in the owner's namespace
+        (all namespaces for a cluster-scoped owner)."""
+        m = _meta(owner)
+        out: list[tuple[str, Message]] = []
+        for resource, inf in self.watched.items():
+            if not inf.kind.namespaced and m.namespace:
+                continue  # a namespaced owner cannot own cluster-scoped objects
+            listed = await self.ctx.client.list(inf.kind, m.namespace)
+            out += [(resource, o) for o in listed.items if m.uid in owner_uids(o)]
+        return out
+
     async def owner_state(self, ref: meta_pb2.OwnerReference, namespace: str) -> str:
         try:
             kind = scheme.by_kind(ref.api_version, ref.kind)
@@ -201,7 +225,7 @@ class GarbageCollector(Controller):
 
     async def _orphan(self, resource: str, owner: Message) -> None:
         uid = _meta(owner).uid
-        for dep_resource, dep in self.dependents(uid):
+        for dep_resource, dep in await self.live_dependents(owner):
             await self._set_owner_refs(dep_resource, dep, [r for r in _meta(dep).owner_references if r.uid != uid])
         await self._remove_finalizer(owner, ORPHAN)
 
@@ -217,10 +241,9 @@ class GarbageCollector(Controller):
                                                  propagation_policy=policy, uid=dm.uid)
                 except NotFoundError:
                     continue
-            ref = next(r for r in dm.owner_references if r.uid == uid)
-            if ref.HasField("block_owner_deletion") and ref.block_owner_deletion:
+            if _blocks(dep, uid):
                 blocking += 1
-        if blocking == 0:
+        if blocking == 0 and not any(_blocks(dep, uid) for _, dep in await self.live_dependents(owner)):
             await self._remove_finalizer(owner, FOREGROUND)
 
     async def _remove_finalizer(self, obj: Message, finalizer: str) -> None:

@@ -147,6 +147,31 @@ def test_orphan_removes_references_then_the_finalizer() -> None:
     run(body)
 
 
+def test_orphan_and_foreground_see_dependents_the_cache_has_not_seen_yet() -> None:
+    """A dependent created just before its owner's deletion may not be in the cache yet: orphaning
+    must still free it (not leave it to be collected), and a foreground owner must still wait."""
+    async def body(env: Env) -> None:
+        orphan_owner, fg_owner = env.seed(rs("or"), rs("fg"))
+        env.seed(owned_pod("late", orphan_owner), owned_pod("fg-late", fg_owner))  # type: ignore[arg-type]
+        gc = GarbageCollector(env.ctx)
+        await env.start()
+        gc.watched["pods"].store.delete("default/late")  # the pods cache lags behind the API
+        gc.watched["pods"].store.delete("default/fg-late")
+        await env.api.delete("replicasets", "or", "default", propagation_policy="Orphan")
+        await env.api.delete("replicasets", "fg", "default", propagation_policy="Foreground")
+        await env.settle()
+        gc.watched["pods"].store.delete("default/late")
+        gc.watched["pods"].store.delete("default/fg-late")
+        await gc.sync("replicasets|default/or")
+        pod = env.api.stored("pods", "late", "default")
+        assert pod is not None and list(pod.metadata.owner_references) == []
+        assert env.api.stored("replicasets", "or", "default") is None
+        await gc.sync("replicasets|default/fg")
+        stored = env.api.stored("replicasets", "fg", "default")
+        assert stored is not None and FOREGROUND in stored.metadata.finalizers  # still waits for fg-late
+    run(body)
+
+
 def test_unknown_owner_kinds_are_never_collected() -> None:
     async def body(env: Env) -> None:
         p = owned_pod("a")
