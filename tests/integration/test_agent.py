@@ -139,20 +139,37 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("agent")
+    """One runtime and agent; as root, pod networking lives in a namespace of its own ("hostns")
+    so the tests never touch this machine's network."""
+    yield from _cluster(tmp_path_factory.mktemp("agent"), image, "10.244.77.0/24", "skiffag0", own_host_netns=True)
+
+
+@pytest.fixture(scope="module")
+def host_network_cluster(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Cluster]:
+    """As `skiff up` runs it: the pods' bridge in this machine's network namespace, where the agent
+    runs, so the agent reaches pod IPs (probes). Root only; the bridge, its nftables table and
+    ip_forward are put back by the teardown."""
+    if not IS_ROOT:
+        pytest.skip("pod networking in the host's namespace needs root")
+    yield from _cluster(tmp_path_factory.mktemp("agent-hostnet"), image, "10.244.78.0/24", "skiffpr0",
+                        own_host_netns=False)
+
+
+def _cluster(base: Path, image: str, pod_cidr: str, bridge: str, own_host_netns: bool) -> Iterator[Cluster]:
     sock_dir = Path(tempfile.mkdtemp(prefix="skiff-ag-", dir="/tmp"))
     socket_path = sock_dir / "runtime.sock"
     root = base / "root"
     env = ApiEnv(base, "skiff").start()
-    pod_cidr = "10.244.77.0/24"
-    netns = base / "hostns"
+    netns = base / "hostns" if own_host_netns else None
     cgroup_root = f"/skiff-agent-test-{secrets.token_hex(4)}"
     args = ["--socket", str(socket_path), "--root", str(root / "runtime")]
     if IS_ROOT:
-        netns.touch()
-        subprocess.run(["unshare", f"--net={netns}", "true"], check=True)
-        args += ["--handlers", "runc,process,fake", "--pod-cidr", pod_cidr, "--host-netns", str(netns),
-                 "--bridge", "skiffag0", "--cgroup-root", cgroup_root]
+        args += ["--handlers", "runc,process,fake", "--pod-cidr", pod_cidr, "--bridge", bridge,
+                 "--cgroup-root", cgroup_root]
+        if netns is not None:
+            netns.touch()
+            subprocess.run(["unshare", f"--net={netns}", "true"], check=True)
+            args += ["--host-netns", str(netns)]
     else:
         args += ["--handlers", "process,fake"]
     runtime = Proc("deploy.cli.runtime_cmd", args, base / "runtime.log")
@@ -182,7 +199,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Cl
         print("--- runtime log ---\n" + runtime.tail(30))
         env.stop()
         if IS_ROOT:
-            _teardown_root(root / "runtime", pod_cidr, netns, cgroup_root)
+            _teardown_root(root / "runtime", pod_cidr, netns, cgroup_root, bridge)
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
@@ -197,18 +214,20 @@ def _remove_everything(c: Cluster) -> None:
         print(f"cleanup through CRI failed: {err}")
 
 
-def _teardown_root(runtime_root: Path, pod_cidr: str, netns: Path, cgroup_root: str) -> None:
+def _teardown_root(runtime_root: Path, pod_cidr: str, netns: Path | None, cgroup_root: str, bridge: str) -> None:
     from node.network.bridge import BridgeConfig, BridgeNetwork, teardown_host
     from node.runtime.cgroups import Cgroups
     from node.runtime.handlers import RuncHandler
 
-    config = BridgeConfig(pod_cidr=pod_cidr, state_dir=runtime_root / "network", host_netns=str(netns), bridge="skiffag0")
+    config = BridgeConfig(pod_cidr=pod_cidr, state_dir=runtime_root / "network",
+                          host_netns=str(netns) if netns is not None else None, bridge=bridge)
     leftover = RuncHandler(runtime_root, BridgeNetwork(config), cgroup_root=cgroup_root)
     for sandbox in leftover.list_sandboxes():
         leftover.remove_sandbox(sandbox.id)
     teardown_host(config)
     Cgroups().remove(cgroup_root)
-    subprocess.run(["umount", str(netns)], check=False)
+    if netns is not None:
+        subprocess.run(["umount", str(netns)], check=False)
 
 
 # --- helpers on pods ----------------------------------------------------------------------------
@@ -228,6 +247,13 @@ def get_pod(c: Cluster, name: str) -> Any:
 
 def container_status(pod: Any, name: str) -> Any:
     return next(s for s in pod.status.container_statuses if s.name == name)
+
+
+def _status_of(pod: Any, name: str) -> Any:
+    """The container's status; AssertionError (which wait_for retries) until it has one."""
+    found = [s for s in pod.status.container_statuses if s.name == name]
+    assert found, f"no status for container {name} yet"
+    return found[0]
 
 
 def condition(pod: Any, ctype: str) -> str:
@@ -429,6 +455,50 @@ spec:
     wait_for("Ready again", lambda: condition(get_pod(cluster, "probed"), "Ready") == "True", 60)
     delete_pod(cluster, "probed")
     gone(cluster, "probed")
+
+
+def test_http_and_tcp_probes_reach_the_pod_from_the_host(host_network_cluster: Cluster) -> None:
+    """The agent probes the pod's IP from the host's network namespace: httpGet (a named port)
+    decides Ready and a 404 is a failure; a tcpSocket liveness probe on a port nothing listens on
+    restarts the container, one on the served port does not."""
+    cluster = host_network_cluster
+    create(cluster, f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: web-probed}}
+spec:
+  nodeName: {cluster.node}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: "{cluster.image}"
+    command: [sh, -c, "mkdir -p /www; echo ok > /www/healthz; exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1, failureThreshold: 1}}
+    livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1, failureThreshold: 2}}
+  - name: deaf
+    image: "{cluster.image}"
+    command: [sleep, "100000"]
+    livenessProbe: {{tcpSocket: {{port: 9099}}, periodSeconds: 1, failureThreshold: 2}}
+""")
+
+    def status(name: str) -> Any:
+        return _status_of(get_pod(cluster, "web-probed"), name)
+
+    def exec_web(*command: str) -> None:
+        done = cluster.skiff("deploy.cli.kubectl.exec_cmd", "web-probed", "-c", "web", "--", *command)
+        assert done.returncode == 0, done.stderr
+
+    wait_for("web Ready", lambda: status("web").ready, 60)
+    assert get_pod(cluster, "web-probed").status.pod_ip.startswith("10.244.78.")
+    exec_web("rm", "/www/healthz")
+    wait_for("web not Ready after a 404", lambda: not status("web").ready, 60)
+    exec_web("sh", "-c", "echo ok > /www/healthz")
+    wait_for("web Ready again", lambda: status("web").ready, 60)
+    wait_for("deaf restarted by its liveness probe", lambda: status("deaf").restart_count >= 1, 90)
+    assert status("web").restart_count == 0
+    delete_pod(cluster, "web-probed")
+    gone(cluster, "web-probed")
 
 
 def _container_ids(c: Cluster, name: str) -> dict[str, tuple[str, int]]:
