@@ -23,6 +23,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Self
 
 from kvstore.localcluster import free_ports
 
@@ -94,7 +95,7 @@ class LocalRegistry:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def __enter__(self) -> LocalRegistry:
+    def __enter__(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_ports(1)[0]
         config = self.workdir / "config.yml"
