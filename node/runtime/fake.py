@@ -136,7 +136,8 @@ class FakeHandler:
                 uid=config.uid, attempt=config.attempt, hostname=config.hostname or config.name,
                 created_ns=time.time_ns(), pid=0, pid_start_time=0, netns_path="",
                 cgroup_parent=config.cgroup_parent,
-                share_process_namespace=config.share_process_namespace, ip=self._allocate_ip(),
+                share_process_namespace=config.share_process_namespace,
+                ip="" if config.host_network else self._allocate_ip(), host_network=config.host_network,
                 gateway=str(self._network.network_address + 1), labels=dict(config.labels),
                 annotations=dict(config.annotations))
             doc = dataclasses.asdict(sandbox)

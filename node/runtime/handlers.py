@@ -97,11 +97,13 @@ class RuncHandler:
     blocking = True
 
     def __init__(self, root: Path, network: BridgeNetwork | None, cgroup_root: str = "/skiff",
-                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, runc_binary: str = "runc") -> None:
+                 stop_timeout: float = DEFAULT_STOP_TIMEOUT, runc_binary: str = "runc",
+                 host_netns: str | None = None) -> None:
         self.network = network
         self.stop_timeout = stop_timeout
         self.sandboxes = SandboxManager(root, network, runc=Runc(root / "runc", runc_binary),
-                                        stop_timeout=stop_timeout, cgroup_root=cgroup_root)
+                                        stop_timeout=stop_timeout, cgroup_root=cgroup_root,
+                                        host_netns=host_netns)
         self.containers = ContainerManager(root, self.sandboxes)
 
     def network_status(self) -> tuple[bool, str]:

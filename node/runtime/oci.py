@@ -14,7 +14,8 @@ Semantics follow Kubernetes and containerd's CRI plugin:
   value (no swap), a pids limit; all devices denied except runc's defaults;
 - namespaces: a container joins the pod's network namespace (pinned path) and the pause process'
   IPC and UTS namespaces (and PID namespace when the pod shares it), and gets its own mount
-  namespace (and PID namespace otherwise); the pause process creates IPC, UTS and PID.
+  namespace (and PID namespace otherwise); the pause process creates IPC, UTS and PID. A
+  hostNetwork pod's containers stay in the host's network and UTS namespaces instead.
 - security: containerd's default capability set, masked and read-only /proc and /sys paths,
   RLIMIT_NOFILE, ``noNewPrivileges`` unless the request allows privilege escalation.
 """
@@ -139,7 +140,7 @@ class PodContext:
 
     sandbox_id: str
     hostname: str
-    netns_path: str
+    netns_path: str  # "" = the runtime's own network namespace (a hostNetwork pod without --host-netns)
     ipc_ns_path: str
     uts_ns_path: str
     pid_ns_path: str | None  # set only when the pod shares one PID namespace
@@ -274,8 +275,7 @@ def container_spec(image: ImageConfig, request: ContainerRequest, pod: PodContex
                _bind("/etc/hostname", pod.hostname_path, etc_readonly),
                _bind("/etc/resolv.conf", pod.resolv_conf_path, etc_readonly)]
     mounts += [_bind(m.container_path, m.host_path, m.readonly) for m in request.mounts]
-    namespaces: list[dict[str, str]] = [
-        {"type": "network", "path": pod.netns_path},
+    namespaces: list[dict[str, str]] = _network_namespace(pod.netns_path) + [
         {"type": "ipc", "path": pod.ipc_ns_path},
         {"type": "uts", "path": pod.uts_ns_path},
         {"type": "mount"},
@@ -307,6 +307,12 @@ def container_spec(image: ImageConfig, request: ContainerRequest, pod: PodContex
     }
 
 
+def _network_namespace(netns_path: str) -> list[dict[str, str]]:
+    """Join the namespace at netns_path; with no path, stay in the runtime's (no entry: runc
+    makes no new network namespace)."""
+    return [{"type": "network", "path": netns_path}] if netns_path else []
+
+
 def _linux(namespaces: list[dict[str, str]], resources: Resources, cgroups_path: str) -> dict[str, Any]:
     return {
         "namespaces": namespaces,
@@ -318,14 +324,16 @@ def _linux(namespaces: list[dict[str, str]], resources: Resources, cgroups_path:
 
 
 def pause_spec(sandbox_id: str, hostname: str, netns_path: str, rootfs_path: str,
-               cgroups_path: str, resources: Resources = Resources(cpu_shares=MIN_CPU_SHARES)
-               ) -> dict[str, Any]:
+               cgroups_path: str, resources: Resources = Resources(cpu_shares=MIN_CPU_SHARES),
+               host_network: bool = False) -> dict[str, Any]:
     """The OCI spec for a pod's pause process: it joins the pinned network namespace and
-    creates the pod's IPC, UTS (with ``hostname``) and PID namespaces; no capabilities."""
-    namespaces = [{"type": "network", "path": netns_path}, {"type": "ipc"}, {"type": "uts"},
-                  {"type": "pid"}, {"type": "mount"}]
+    creates the pod's IPC, UTS (with ``hostname``) and PID namespaces; no capabilities.
+    A hostNetwork pod keeps the host's UTS namespace too (its hostname is the host's), as
+    Kubernetes' runtimes do; ``netns_path`` is then the host's namespace, or "" for the runtime's."""
+    uts = [] if host_network else [{"type": "uts"}]
+    namespaces = _network_namespace(netns_path) + [{"type": "ipc"}] + uts + [{"type": "pid"}, {"type": "mount"}]
     no_caps: dict[str, list[str]] = {"bounding": [], "effective": [], "permitted": []}
-    return {
+    spec = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
@@ -338,9 +346,11 @@ def pause_spec(sandbox_id: str, hostname: str, netns_path: str, rootfs_path: str
             "noNewPrivileges": True,
         },
         "root": {"path": rootfs_path, "readonly": True},
-        "hostname": hostname,
         "mounts": _base_mounts()[:2] + [_base_mounts()[3]],
         "annotations": {"io.kubernetes.cri.container-type": "sandbox",
                         "io.kubernetes.cri.sandbox-id": sandbox_id},
         "linux": _linux(namespaces, resources, cgroups_path),
     }
+    if not host_network:
+        spec["hostname"] = hostname  # runc sets it only in a UTS namespace of the pod's own
+    return spec

@@ -45,8 +45,8 @@ from node.runtime.containers import CREATED, EXITED, RUNNING, ContainerStatus, e
 from node.runtime.handlers import DEFAULT_STOP_TIMEOUT, ContainerUsage
 from node.runtime.runc import ExecResult, exit_code_of, read_exit_status
 from node.runtime.sandbox import (
-    NOTREADY, READY, NotFound, Sandbox, SandboxConfig, SandboxError, check_run, hosts_file,
-    process_start_time, resolv_conf, wait_exit,
+    NOTREADY, READY, NotFound, Sandbox, SandboxConfig, SandboxError, check_run, pod_hostname,
+    process_start_time, read_text_or_empty, wait_exit, write_etc_files,
 )
 
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
@@ -64,9 +64,11 @@ class ProcessHandler:
     blocking = True
 
     def __init__(self, root: Path, network: BridgeNetwork | None, isolated: bool | None = None,
-                 host_ip: str = "127.0.0.1", stop_timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+                 host_ip: str = "127.0.0.1", stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+                 host_netns: str | None = None) -> None:
         self.root = root / "process"
         self.network = network
+        self.host_netns = host_netns  # where hostNetwork pods run when isolated (None: ours)
         self.isolated = os.geteuid() == 0 if isolated is None else isolated
         self.host_ip = host_ip
         self.stop_timeout = stop_timeout
@@ -105,27 +107,27 @@ class ProcessHandler:
     def run_sandbox(self, config: SandboxConfig) -> Sandbox:
         sandbox_id = secrets.token_hex(32)
         files = self.root / "sandboxes" / sandbox_id
-        netns = self.root / "netns" / sandbox_id if self.isolated else None
+        own_netns = self.isolated and not config.host_network
+        netns = self.root / "netns" / sandbox_id if own_netns else None
         doc: dict[str, Any] = {"id": sandbox_id, "partial": True, "netns_path": str(netns or "")}
         atomic_write(self._sandbox_file(sandbox_id), json.dumps(doc).encode())
         try:
-            ip, gateway = self.host_ip, ""
+            ip, gateway = ("", "") if config.host_network else (self.host_ip, "")
             if netns is not None:
                 netns.touch()
                 check_run(["unshare", f"--net={netns}", "true"], "pin the pod network namespace")
                 check_run(["nsenter", f"--net={netns}", "ip", "link", "set", "lo", "up"], "set lo up")
                 net = self.network.setup(str(netns), sandbox_id) if self.network else None
                 ip, gateway = (net.ip, net.gateway) if net else ("", "")
-            hostname = config.hostname or config.name
+            hostname = pod_hostname(config)
             files.mkdir(parents=True, exist_ok=True)
-            (files / "hosts").write_text(hosts_file(hostname, ip))
-            (files / "hostname").write_text(hostname + "\n")
-            (files / "resolv.conf").write_text(resolv_conf(config, _read("/etc/resolv.conf")))
+            write_etc_files(files, config, hostname, ip)
             sandbox = Sandbox(
                 id=sandbox_id, name=config.name, namespace=config.namespace, uid=config.uid,
                 attempt=config.attempt, hostname=hostname, created_ns=time.time_ns(), pid=0,
                 pid_start_time=0, netns_path=str(netns or ""), cgroup_parent="",
                 share_process_namespace=config.share_process_namespace, ip=ip, gateway=gateway,
+                host_network=config.host_network or not self.isolated,
                 labels=dict(config.labels), annotations=dict(config.annotations))
             doc = {k: v for k, v in vars(sandbox).items() if k != "state"}
             atomic_write(self._sandbox_file(sandbox_id), json.dumps(doc).encode())
@@ -224,14 +226,15 @@ class ProcessHandler:
             "argv": oci.resolve_args(image, request), "log_path": str(log_path),
             "env": oci.merge_env(image.env, request.env, sandbox.hostname),
             "cwd": request.working_dir or image.working_dir or "/", "rootfs": None,
-            "netns": sandbox.netns_path or None, "mounts": [], "uid": None, "gid": None}
+            "netns": sandbox.netns_path or (self.host_netns if self.isolated else None), "mounts": [], "uid": None, "gid": None}
         if not self.isolated:
             if not Path(spec["cwd"]).is_dir() or spec["cwd"] == "/":
                 spec["cwd"] = str(directory)
             return spec
         root = rootfs.mount_overlay(directory, layers)
         user = image.user if request.run_as_user is None else str(request.run_as_user)
-        uid, gid, _ = oci.resolve_user(user, _read(root / "etc/passwd"), _read(root / "etc/group"))
+        uid, gid, _ = oci.resolve_user(user, read_text_or_empty(root / "etc/passwd"),
+                                       read_text_or_empty(root / "etc/group"))
         files = self.root / "sandboxes" / sandbox.id
         mounts = [(str(files / name), f"/etc/{name}", False)
                   for name in ("hosts", "hostname", "resolv.conf")]
@@ -336,13 +339,6 @@ class ProcessHandler:
         self._save(container_id, doc)
 
 
-def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
 def _reap() -> None:
     with _SHIMS_LOCK:
         for pid, proc in list(_SHIMS.items()):
@@ -403,7 +399,7 @@ def _spawn_shim(directory: Path) -> tuple[int, int]:
     if report.startswith("ok "):
         _, pid, start_time = report.split()
         return int(pid), int(start_time)
-    reason = report.removeprefix("error ") or _read(directory / "shim.log").strip()[-2000:]
+    reason = report.removeprefix("error ") or read_text_or_empty(directory / "shim.log").strip()[-2000:]
     raise SandboxError(f"cannot start container {directory.name}: {reason or 'the shim said nothing'}")
 
 

@@ -9,6 +9,9 @@ A sandbox is:
   joins that namespace and creates the pod's IPC, UTS (hostname set) and PID namespaces. Its
   root is a read-only busybox tree built from the host's static busybox, so no pause image is
   needed. Containers join its namespaces through ``/proc/<pause pid>/ns/{ipc,uts,pid}``;
+- a hostNetwork pod (CRI network NODE) has no namespace of its own: its pause process and
+  containers stay in the host's network and UTS namespaces (``host_netns`` when the runtime was
+  given one, else the runtime's), with the host's hostname and /etc/hosts, and no pod IP;
 - ``<root>/sandboxes/<id>/``: ``state.json``, the pod's ``hostname``, ``hosts`` and
   ``resolv.conf`` (bind-mounted into every container), and the pause bundle ``pause/``.
 
@@ -28,6 +31,7 @@ import builtins
 import json
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -71,6 +75,7 @@ class SandboxConfig:
     dns_searches: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     share_process_namespace: bool = False
+    host_network: bool = False  # CRI's namespace_options.network NODE
     cgroup_parent: str = ""  # default: <manager's cgroup_root>/pod<sandbox id>
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -90,8 +95,9 @@ class Sandbox:
     netns_path: str
     cgroup_parent: str
     share_process_namespace: bool
-    ip: str = ""
+    ip: str = ""  # "" for a hostNetwork pod: its address is the node's
     gateway: str = ""
+    host_network: bool = False
     stopped: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -127,12 +133,15 @@ def resolv_conf(config: SandboxConfig, host_resolv: str) -> str:
 
 
 class SandboxManager:
-    """Pod sandboxes under ``root`` (``network`` None = a namespace with loopback only)."""
+    """Pod sandboxes under ``root`` (``network`` None = a namespace with loopback only).
+    ``host_netns``: the path of the host's network namespace when it is not the runtime's own
+    (a lab host's); hostNetwork pods join it (None: they stay in the runtime's)."""
 
     def __init__(self, root: Path, network: PodNetworkPlugin | None, runc: Runc | None = None,
                  cgroups: Cgroups | None = None, stop_timeout: float = 10.0,
-                 cgroup_root: str = "/skiff") -> None:
+                 cgroup_root: str = "/skiff", host_netns: str | None = None) -> None:
         self.root = root
+        self.host_netns = host_netns
         self.cgroup_root = cgroup_root
         self.network = network
         self.runc = runc or Runc(root / "runc")
@@ -151,10 +160,11 @@ class SandboxManager:
         directory.mkdir(parents=True)
         netns_path = self.root / "netns" / sandbox_id
         # Recorded before anything is made, so that a failure (or a crash) anywhere after this
-        # leaves a record that remove() can clean up from.
+        # leaves a record that remove() can clean up from. A hostNetwork pod owns no namespace.
         cgroup_parent = config.cgroup_parent or f"{self.cgroup_root}/pod{sandbox_id[:32]}"
-        self._save(directory, {"id": sandbox_id, "netns_path": str(netns_path), "partial": True,
-                               "cgroup_parent": cgroup_parent})
+        self._save(directory, {"id": sandbox_id, "netns_path": "" if config.host_network else str(netns_path),
+                               "partial": True, "cgroup_parent": cgroup_parent,
+                               "host_network": config.host_network})
         try:
             return self._run(sandbox_id, directory, netns_path, cgroup_parent, config)
         except Exception:
@@ -163,19 +173,22 @@ class SandboxManager:
 
     def _run(self, sandbox_id: str, directory: Path, netns_path: Path, cgroup_parent: str,
              config: SandboxConfig) -> Sandbox:
-        hostname = config.hostname or config.name
-        netns_path.touch()
-        check_run(["unshare", f"--net={netns_path}", "true"], "pin the pod network namespace")
-        net = self.network.setup(str(netns_path), sandbox_id) if self.network else None
+        hostname = pod_hostname(config)
+        net: PodNetwork | None = None
+        if config.host_network:
+            netns = self.host_netns or ""
+        else:
+            netns = str(netns_path)
+            netns_path.touch()
+            check_run(["unshare", f"--net={netns_path}", "true"], "pin the pod network namespace")
+            net = self.network.setup(netns, sandbox_id) if self.network else None
         ip = net.ip if net else ""
-        (directory / "hostname").write_text(hostname + "\n")
-        (directory / "hosts").write_text(hosts_file(hostname, ip))
-        (directory / "resolv.conf").write_text(resolv_conf(config, _host_resolv()))
+        write_etc_files(directory, config, hostname, ip)
         bundle = directory / "pause"
         bundle.mkdir()
         pause_root = rootfs.make_busybox_rootfs(self.root / "pause-rootfs", applets=("sh", "sleep"))
-        spec = oci.pause_spec(sandbox_id, hostname, str(netns_path), str(pause_root),
-                              f"{cgroup_parent}/{sandbox_id}")
+        spec = oci.pause_spec(sandbox_id, hostname, netns, str(pause_root),
+                              f"{cgroup_parent}/{sandbox_id}", host_network=config.host_network)
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
         pid = self.runc.create(sandbox_id, bundle, directory / "pause.log",
                                f"{cgroup_parent}/{sandbox_id}")
@@ -183,9 +196,9 @@ class SandboxManager:
         sandbox = Sandbox(
             id=sandbox_id, name=config.name, namespace=config.namespace, uid=config.uid,
             attempt=config.attempt, hostname=hostname, created_ns=time.time_ns(), pid=pid,
-            pid_start_time=process_start_time(pid) or 0, netns_path=str(netns_path),
+            pid_start_time=process_start_time(pid) or 0, netns_path=netns,
             cgroup_parent=cgroup_parent, share_process_namespace=config.share_process_namespace,
-            ip=ip, gateway=net.gateway if net else "", labels=dict(config.labels),
+            ip=ip, gateway=net.gateway if net else "", host_network=config.host_network, labels=dict(config.labels),
             annotations=dict(config.annotations))
         self._save(directory, _sandbox_doc(sandbox))
         return self.status(sandbox_id)
@@ -241,11 +254,12 @@ class SandboxManager:
         with self._lock:
             doc = self._load(sandbox_id)
             self._stop_pause(sandbox_id)
-            if self.network is not None:
-                self.network.teardown(sandbox_id)
-            netns_path = Path(doc["netns_path"])
-            subprocess.run(["umount", str(netns_path)], capture_output=True)
-            netns_path.unlink(missing_ok=True)
+            if not doc.get("host_network"):  # never touch the host's namespace
+                if self.network is not None:
+                    self.network.teardown(sandbox_id)
+                netns_path = Path(doc["netns_path"])
+                subprocess.run(["umount", str(netns_path)], capture_output=True)
+                netns_path.unlink(missing_ok=True)
             if not doc.get("partial"):
                 doc["stopped"] = True
                 self._save(self._dir(sandbox_id), doc)
@@ -295,11 +309,25 @@ def _sandbox_doc(sandbox: Sandbox) -> dict[str, Any]:
     return doc
 
 
-def _host_resolv() -> str:
+def read_text_or_empty(path: str | Path) -> str:
     try:
-        return Path("/etc/resolv.conf").read_text()
+        return Path(path).read_text()
     except OSError:
         return ""
+
+
+def pod_hostname(config: SandboxConfig) -> str:
+    """The pod's hostname: the host's for a hostNetwork pod (it keeps the host's UTS namespace)."""
+    return socket.gethostname() if config.host_network else config.hostname or config.name
+
+
+def write_etc_files(directory: Path, config: SandboxConfig, hostname: str, ip: str) -> None:
+    """``hosts``, ``hostname`` and ``resolv.conf`` for the pod's containers, in ``directory``.
+    A hostNetwork pod gets the host's /etc/hosts, as the kubelet gives it."""
+    hosts = read_text_or_empty("/etc/hosts") if config.host_network else ""
+    (directory / "hosts").write_text(hosts or hosts_file(hostname, ip))
+    (directory / "hostname").write_text(hostname + "\n")
+    (directory / "resolv.conf").write_text(resolv_conf(config, read_text_or_empty("/etc/resolv.conf")))
 
 
 def check_run(argv: Sequence[str], what: str) -> None:

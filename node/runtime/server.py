@@ -157,10 +157,6 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                          f"{', '.join(self.handlers)}")
         if not request.config.metadata.name:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "RunPodSandbox: config.metadata.name is required")
-        if request.config.linux.security_context.namespace_options.network == pb.NODE:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"pod {request.config.metadata.namespace}/{request.config.metadata.name}: host "
-                         "network (namespace_options.network NODE) is not supported by skiff's runtime")
         sandbox = await self._call(context, handler, handler.run_sandbox, sandbox_config(request.config))
         self._owners[sandbox.id] = handler
         return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox.id)
@@ -363,6 +359,7 @@ def sandbox_config(config: pb.PodSandboxConfig) -> SandboxConfig:
         hostname=config.hostname, dns_servers=tuple(dns.servers), dns_searches=tuple(dns.searches),
         dns_options=tuple(dns.options),
         share_process_namespace=config.linux.security_context.namespace_options.pid == pb.POD,
+        host_network=config.linux.security_context.namespace_options.network == pb.NODE,
         cgroup_parent=config.linux.cgroup_parent, labels=dict(config.labels),
         annotations=dict(config.annotations))
 
@@ -403,8 +400,7 @@ def container_info(config: pb.ContainerConfig, record: ImageRecord | None) -> di
 
 
 def _namespace_options(sandbox: Sandbox, handler: RuntimeHandler) -> pb.NamespaceOption:
-    host_network = handler.name == "process" and not sandbox.netns_path
-    return pb.NamespaceOption(network=pb.NODE if host_network else pb.POD,
+    return pb.NamespaceOption(network=pb.NODE if sandbox.host_network else pb.POD,
                               pid=pb.POD if sandbox.share_process_namespace else pb.CONTAINER,
                               ipc=pb.POD)
 
@@ -458,17 +454,18 @@ def container_status_message(status: ContainerStatus) -> pb.ContainerStatus:
 
 
 def make_handlers(root: Path, names: Sequence[str], network: BridgeNetwork | None,
-                  cgroup_root: str = "/skiff") -> builtins.list[RuntimeHandler]:
-    """The named handlers on ``root``, in order (the first is the default)."""
+                  cgroup_root: str = "/skiff", host_netns: str | None = None) -> builtins.list[RuntimeHandler]:
+    """The named handlers on ``root``, in order (the first is the default); ``host_netns``: where
+    hostNetwork pods run when it is not the runtime's own network namespace."""
     from node.runtime.fake import FakeHandler
     from node.runtime.process import ProcessHandler
 
     made: builtins.list[RuntimeHandler] = []
     for name in names:
         if name == "runc":
-            made.append(RuncHandler(root, network, cgroup_root=cgroup_root))
+            made.append(RuncHandler(root, network, cgroup_root=cgroup_root, host_netns=host_netns))
         elif name == "process":
-            made.append(ProcessHandler(root, network))
+            made.append(ProcessHandler(root, network, host_netns=host_netns))
         elif name == "fake":
             made.append(FakeHandler(root, network.config.pod_cidr if network else None))
         else:
@@ -495,7 +492,7 @@ def make_server(socket_path: Path, root: Path, *, pod_cidr: str | None = None,
     fake = FakeImageServicer() if fake_images else None
     store = FakeImageStore(root, fake) if fake is not None else ImageStore(root)
     puller = Puller(store, RegistryClient(RegistryConfig(insecure_http=frozenset(insecure_registries))))
-    runtime = RuntimeServicer(make_handlers(root, handlers, network, cgroup_root), store)
+    runtime = RuntimeServicer(make_handlers(root, handlers, network, cgroup_root, host_netns), store)
     runtime.recover()
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 2 * OUTPUT_CAP + (1 << 20)),
                                       ("grpc.max_receive_message_length", 16 << 20)])

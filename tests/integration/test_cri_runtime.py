@@ -234,6 +234,22 @@ def test_fake_containers_can_exit_by_themselves(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_host_network_sandbox_gets_no_pod_ip_and_says_node(tmp_path: Path) -> None:
+    """namespace_options.network NODE is honoured: no address from the pod CIDR, NODE in the status."""
+    async def scenario() -> None:
+        async with serve([FakeHandler(tmp_path / "root", "10.244.9.0/24")], ImageStore(tmp_path / "root")) as cri:
+            pod = pod_config("on-host")
+            pod.linux.security_context.namespace_options.network = pb.NODE
+            sid = (await cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod))).pod_sandbox_id
+            status = (await cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid))).status
+            assert (status.network.ip, status.linux.namespaces.options.network) == ("", pb.NODE)
+            other = (await cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config("in-pod")))).pod_sandbox_id
+            status = (await cri.runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=other))).status
+            assert status.network.ip.startswith("10.244.9.") and status.linux.namespaces.options.network == pb.POD
+
+    asyncio.run(scenario())
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 

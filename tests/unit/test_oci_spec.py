@@ -181,3 +181,20 @@ def test_pause_spec() -> None:
     assert ns == {"network": "/r/netns/sb1", "ipc": None, "uts": None, "pid": None, "mount": None}
     assert spec["process"]["capabilities"]["effective"] == []
     assert spec["annotations"]["io.kubernetes.cri.container-type"] == "sandbox"
+
+
+def test_host_network_pause_keeps_the_hosts_network_and_uts_namespaces() -> None:
+    """A hostNetwork pod: the pause joins the host's namespace by path (a lab host's) or stays in
+    the runtime's (no entry); it makes no UTS namespace, so no hostname is set (runc refuses one)."""
+    in_lab = oci.pause_spec("sb1", "host-a", "/run/netns/host-a", "/r/pause", "/skiff/podsb1/sb1", host_network=True)
+    ns = {n["type"]: n.get("path") for n in in_lab["linux"]["namespaces"]}
+    assert ns == {"network": "/run/netns/host-a", "ipc": None, "pid": None, "mount": None}
+    assert "hostname" not in in_lab
+    on_host = oci.pause_spec("sb1", "host-a", "", "/r/pause", "/skiff/podsb1/sb1", host_network=True)
+    assert [n["type"] for n in on_host["linux"]["namespaces"]] == ["ipc", "pid", "mount"]
+
+
+def test_container_of_a_host_network_pod_makes_no_network_namespace() -> None:
+    spec = _spec(ContainerRequest("c"), pod=oci.PodContext(**{**POD.__dict__, "netns_path": ""}))
+    types = [n["type"] for n in spec["linux"]["namespaces"]]
+    assert "network" not in types and {"type": "uts", "path": "/proc/42/ns/uts"} in spec["linux"]["namespaces"]
