@@ -26,6 +26,7 @@ __all__ = ["CommandError", "main"]
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("kvstore",): ("deploy.cli.kvstore_cmd", "run one replica of the Raft key-value store (etcd v3 API)"),
     ("up",): ("deploy.cli.up_cmd", "run a local cluster in the foreground (a 3-replica store and the API server on loopback)"),
+    ("reset",): ("deploy.cli.reset_cmd", "remove what skiff up left on this host: its pods, the pods' bridge, its state and client config"),
     ("apiserver",): ("deploy.cli.apiserver_cmd", "run an API server (Kubernetes-shaped objects over gRPC) against the store"),
     ("scheduler",): ("deploy.cli.scheduler_cmd", "run the scheduler: binds pending pods to nodes (filter and score plugins)"),
     ("controller-manager",): ("deploy.cli.controller_manager_cmd", "run the controllers (replica sets, deployments, daemon sets, ...) under leader election"),

@@ -136,17 +136,23 @@ def _enable_forwarding(config: BridgeConfig) -> None:
     _run(["sysctl", "-w", "net.ipv4.ip_forward=1"], config.host_netns)
 
 
-def teardown_host(config: BridgeConfig) -> None:
-    """Undo ``ensure_host``: the NAT table, the bridge, and ``ip_forward`` if skiff set it."""
+def teardown_host(config: BridgeConfig) -> list[str]:
+    """Undo ``ensure_host``: the NAT table, the bridge, and ``ip_forward`` if skiff set it.
+    Returns what it undid, in words (nothing when there was nothing to undo)."""
     ns = config.host_netns
-    _run(["nft", "delete", "table", "ip", config.nft_table], ns, check=False)
+    undone = []
+    if _run(["nft", "delete", "table", "ip", config.nft_table], ns, check=False).returncode == 0:
+        undone.append(f"nftables table {config.nft_table}")
     if _link_exists(config.bridge, ns):
         _run(["ip", "link", "del", config.bridge], ns)
+        undone.append(f"bridge {config.bridge}")
     saved = config.state_dir / "host-network.json"
     if saved.exists():
         previous = json.loads(saved.read_text()).get("ip_forward", "0")
         _run(["sysctl", "-w", f"net.ipv4.ip_forward={previous}"], ns)
         saved.unlink()
+        undone.append(f"net.ipv4.ip_forward={previous}")
+    return undone
 
 
 def setup_pod_network(netns_path: str, sandbox_id: str, ipam: IPAMStore,

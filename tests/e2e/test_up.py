@@ -2,12 +2,14 @@
 commands against it with the client config it wrote, then Ctrl-C stops everything it started."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,14 +48,11 @@ def skiff(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-def test_up_apply_get_all_and_stop(tmp_path: Path) -> None:
-    if not _ports_free():
-        pytest.skip("skiff up's fixed ports (2379-2580, 6443) are in use on this machine")
-    env = dict(os.environ, SKIFF_STATE_DIR=str(tmp_path / "state"), SKIFF_CONFIG=str(tmp_path / "config"))
+@contextlib.contextmanager
+def skiff_up(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`skiff up ARGS` running (its output in tmp_path/up.log) until the block ends, then Ctrl-C."""
     log = open(tmp_path / "up.log", "w")
-    # The fake handler: the whole pipeline runs (scheduler, agent, runtime) without touching the
-    # host's network or fetching images; the runc path has its own tests.
-    up = subprocess.Popen([sys.executable, "-m", "deploy.cli.main", "up", "--runtime-handlers", "fake"], env=env, stdout=log,
+    up = subprocess.Popen([sys.executable, "-m", "deploy.cli.main", "up", *args], env=env, stdout=log,
                           stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -61,6 +60,24 @@ def test_up_apply_get_all_and_stop(tmp_path: Path) -> None:
             assert up.poll() is None, (tmp_path / "up.log").read_text()
             assert time.monotonic() < deadline, "skiff up did not come up in 90 s"
             time.sleep(0.2)
+        yield up
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+        log.close()
+
+
+def test_up_apply_get_all_and_stop(tmp_path: Path) -> None:
+    if not _ports_free():
+        pytest.skip("skiff up's fixed ports (2379-2580, 6443) are in use on this machine")
+    env = dict(os.environ, SKIFF_STATE_DIR=str(tmp_path / "state"), SKIFF_CONFIG=str(tmp_path / "config"))
+    # The fake handler: the whole pipeline runs (scheduler, agent, runtime) without touching the
+    # host's network or fetching images; the runc path has its own tests (and test_up_reset).
+    with skiff_up(tmp_path, env, "--runtime-handlers", "fake"):
         (tmp_path / "svc.yaml").write_text(SERVICE)
         applied = skiff(env, "apply", "-f", str(MANIFESTS / "nginx-deployment.yaml"), "-f", str(tmp_path / "svc.yaml"))
         assert applied.returncode == 0, applied.stderr
@@ -81,13 +98,8 @@ def test_up_apply_get_all_and_stop(tmp_path: Path) -> None:
         assert "replicaset.apps/nginx-deployment-" in skiff(env, "get", "rs", "-o", "name").stdout
         whoami_free = skiff(dict(env, SKIFF_CONFIG=str(tmp_path / "missing")), "get", "pods")
         assert whoami_free.returncode == 1 and len(whoami_free.stderr.strip().splitlines()) == 1
-    finally:
-        os.killpg(up.pid, signal.SIGINT)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait(10)
-        log.close()
     assert "stopping..." in (tmp_path / "up.log").read_text()
     assert _ports_free(), "skiff up left a process listening"
+    reset = skiff(env, "reset")
+    assert reset.returncode == 0, reset.stderr
+    assert not (tmp_path / "state").exists() and not (tmp_path / "config").exists(), reset.stdout
