@@ -284,10 +284,24 @@ def should_restart(policy: str, exit_code: int) -> bool:
     return True  # Always (the default)
 
 
-def pod_finished(pod: core_pb2.Pod, actual: PodRuntimeState) -> str | None:
-    """Succeeded/Failed when nothing in the pod will run again, else None."""
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+
+def deadline_exceeded(pod: core_pb2.Pod, now: float) -> bool:
+    """spec.activeDeadlineSeconds have passed since the pod's status.startTime."""
+    if not pod.spec.HasField("active_deadline_seconds") or not pod.status.start_time:
+        return False
+    return now >= parse_time(pod.status.start_time) + pod.spec.active_deadline_seconds
+
+
+def pod_finished(pod: core_pb2.Pod, actual: PodRuntimeState, now: float | None = None) -> str | None:
+    """Succeeded/Failed when nothing in the pod will run again, else None. With `now`, a pod
+    past its activeDeadlineSeconds is Failed whatever runs in it (its containers are then killed)."""
     if pod.status.phase in (SUCCEEDED, FAILED):
         return pod.status.phase
+    if now is not None and deadline_exceeded(pod, now):
+        return FAILED
     policy = pod.spec.restart_policy or "Always"
     sandbox = actual.current_sandbox
     sid = sandbox.id if sandbox else None
@@ -322,8 +336,10 @@ def plan(desired: core_pb2.Pod | None, actual: PodRuntimeState, now: float,
     for old in actual.sandboxes:
         if current is not None and old.id != current.id:
             actions += _drop_sandbox(old, actual, grace_period(desired))
-    if pod_finished(desired, actual):
+    if pod_finished(desired, actual, now):
         if current is not None and current.ready:
+            # Nothing runs in a finished pod, except in one past its deadline: killed first.
+            actions += _kill_running(actual, current.id, grace_period(desired), "the pod is finished")
             actions.append(StopSandbox(current.id))
         return actions
     if current is None or not current.ready:

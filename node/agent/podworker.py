@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from google.protobuf.message import Message
 from controlplane.client import quantity
 from controlplane.client.api import ApiClient, ApiStatusError, NotFoundError
 from controlplane.client.timeutil import SystemClock, WallClock
+from node.agent import hooks
 from node.agent import plan as p
 from node.agent.probes import ProbeManager, Target
 from node.agent.status import ProbeVerdicts, Waiting, pod_status
@@ -113,9 +115,36 @@ def _field_value(pod: core_pb2.Pod, path: str, pod_ip: str, host_ip: str) -> str
     raise ValueError(f"env fieldRef {path!r} is not supported")
 
 
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+
+
+async def _source_data(lookup: Lookup, namespace: str, is_cm: bool, name: str, optional: bool,
+                       what: str) -> dict[str, str] | None:
+    """The data of a ConfigMap or Secret as text; None when it is absent and optional."""
+    obj = await lookup("configmaps" if is_cm else "secrets", namespace, name)
+    if obj is None:
+        if optional:
+            return None
+        raise ValueError(f"{what}: {'configmap' if is_cm else 'secret'} {name!r} not found")
+    data = getattr(obj, "data", {})
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in data.items()}
+
+
 async def container_env(pod: core_pb2.Pod, container: core_pb2.Container, pod_ip: str, host_ip: str,
                         lookup: Lookup) -> list[cri.KeyValue]:
-    envs = []
+    """The container's environment as the kubelet builds it: every key of each envFrom source
+    (in order, keys sorted, with the prefix; keys that are not valid variable names are skipped,
+    later sources win), then `env`, whose entries override same-named ones."""
+    values: dict[str, str] = {}
+    for i, source in enumerate(container.env_from):
+        is_cm = source.HasField("config_map_ref")
+        ref = source.config_map_ref if is_cm else source.secret_ref
+        data = await _source_data(lookup, pod.metadata.namespace, is_cm, ref.name,
+                                  ref.HasField("optional") and ref.optional, f"envFrom[{i}]")
+        for key in sorted(data or {}):
+            name = source.prefix + key
+            if _ENV_NAME.fullmatch(name):
+                values[name] = (data or {})[key]
     for var in container.env:
         value = var.value
         src = var.value_from
@@ -124,16 +153,18 @@ async def container_env(pod: core_pb2.Pod, container: core_pb2.Container, pod_ip
         elif src.HasField("config_map_key_ref") or src.HasField("secret_key_ref"):
             is_cm = src.HasField("config_map_key_ref")
             ref = src.config_map_key_ref if is_cm else src.secret_key_ref
-            obj = await lookup("configmaps" if is_cm else "secrets", pod.metadata.namespace, ref.name)
-            data = getattr(obj, "data", {}) if obj is not None else {}
-            if ref.key in data:
-                raw = data[ref.key]
-                value = raw.decode() if isinstance(raw, bytes) else raw
-            elif not (ref.HasField("optional") and ref.optional):
+            optional = ref.HasField("optional") and ref.optional
+            data = await _source_data(lookup, pod.metadata.namespace, is_cm, ref.name, optional, f"env {var.name}")
+            if data is None:
+                continue  # an optional source that is absent: no variable
+            if ref.key not in data:
+                if optional:
+                    continue
                 raise ValueError(f"env {var.name}: {'configmap' if is_cm else 'secret'} {ref.name!r} "
                                  f"has no key {ref.key!r}")
-        envs.append(cri.KeyValue(key=var.name, value=value))
-    return envs
+            value = data[ref.key]
+        values[var.name] = value
+    return [cri.KeyValue(key=k, value=v) for k, v in values.items()]
 
 
 def container_config(pod: core_pb2.Pod, container: core_pb2.Container, attempt: int, init: bool,
@@ -342,7 +373,7 @@ class PodWorker:
         skip: set[str] = set()
         kills = [a for a in actions if isinstance(a, p.KillContainer)]
         if kills:
-            await asyncio.gather(*(self._kill(k) for k in kills))
+            await asyncio.gather(*(self._kill(k, desired, actual) for k in kills))
         for action in actions:
             if isinstance(action, p.CreateSandbox):
                 assert desired is not None
@@ -371,11 +402,33 @@ class PodWorker:
                 return True
         return False
 
-    async def _kill(self, kill: p.KillContainer) -> None:
-        log.info("pod %s: killing container %s (%s), grace %ds", self._name(), kill.name, kill.reason, kill.grace)
+    async def _kill(self, kill: p.KillContainer, desired: core_pb2.Pod | None, actual: p.PodRuntimeState) -> None:
+        grace = kill.grace
+        spec = _container_spec(desired, kill.name)
+        info = next((c for c in actual.containers if c.id == kill.container_id), None)
+        if spec is not None and hooks.has_hook(spec, "pre_stop") and grace > 0 and info is not None \
+                and info.state == p.RUNNING and not info.init:
+            started = self.deps.wall.now()
+            ok, message = await hooks.run_hook(spec.lifecycle.pre_stop, self._target(spec, kill.container_id, actual),
+                                               self.deps.probes.checker, float(grace))
+            if not ok:
+                log.warning("pod %s: preStop hook of %s failed: %s", self._name(), kill.name, message)
+            grace = max(grace - int(self.deps.wall.now() - started), hooks.MIN_GRACE_AFTER_PRE_STOP)
+        log.info("pod %s: killing container %s (%s), grace %ds", self._name(), kill.name, kill.reason, grace)
+        await self._stop_container(kill.container_id, grace)
+
+    async def _stop_container(self, container_id: str, grace: int) -> None:
         await _ignore_not_found(self.deps.runtime.rt.StopContainer(  # type: ignore[attr-defined]
-            cri.StopContainerRequest(container_id=kill.container_id, timeout=kill.grace),
-            timeout=kill.grace + self.deps.runtime.timeout))
+            cri.StopContainerRequest(container_id=container_id, timeout=grace),
+            timeout=grace + self.deps.runtime.timeout))
+
+    def _target(self, spec: core_pb2.Container, container_id: str, actual: p.PodRuntimeState) -> Target:
+        """Where the container's probes and hooks go: the pod's IP (the node's for hostNetwork)."""
+        info = next((c for c in actual.containers if c.id == container_id), None)
+        sandbox = next((sb for sb in actual.sandboxes if info is not None and sb.id == info.sandbox_id),
+                       actual.current_sandbox)
+        host = sandbox.ip if sandbox is not None and sandbox.ip and not sandbox.host_network else self.deps.host_ip
+        return Target(container_id, host, {port.name: port.container_port for port in spec.ports if port.name})
 
     async def _runtime_handler(self, pod: core_pb2.Pod) -> str:
         if not pod.spec.HasField("runtime_class_name") or not pod.spec.runtime_class_name:
@@ -433,6 +486,15 @@ class PodWorker:
             self.errors[action.name] = Waiting("RunContainerError", err.details() or err.code().name)
             raise
         log.info("pod %s: started container %s (attempt %d)", self._name(), action.name, action.attempt)
+        if hooks.has_hook(spec, "post_start"):
+            target = self._target(spec, created.container_id, actual)  # not in `actual` yet: its sandbox is current
+            ok, message = await hooks.run_hook(spec.lifecycle.post_start, target, self.deps.probes.checker,
+                                               hooks.POST_START_TIMEOUT)
+            if not ok:
+                log.warning("pod %s: postStart hook of %s failed: %s", self._name(), action.name, message)
+                grace = pod.spec.termination_grace_period_seconds if pod.spec.HasField("termination_grace_period_seconds") else 30
+                await self._stop_container(created.container_id, grace)
+                self.errors[action.name] = Waiting("PostStartHookError", message)
 
     async def _finalize(self, desired: core_pb2.Pod | None, action: p.Finalize) -> None:
         self.deps.volumes.cleanup(self.uid)
@@ -453,15 +515,13 @@ class PodWorker:
         self.deps.probes.retain(self.uid, set(running) if desired is not None and not p.is_terminating(desired) else set())
         if desired is None or p.is_terminating(desired) or sandbox is None:
             return
-        specs = {c.name: c for c in list(desired.spec.init_containers) + list(desired.spec.containers)}
-        host = sandbox.ip if sandbox.ip and not sandbox.host_network else self.deps.host_ip
         now = self.deps.wall.now()
         for cid, info in running.items():
-            spec = specs.get(info.name)
+            spec = _container_spec(desired, info.name)
             if spec is None or info.init:
                 continue
-            ports = {port.name: port.container_port for port in spec.ports if port.name}
-            self.deps.probes.ensure(self.uid, spec, Target(cid, host, ports), now - info.started_at if info.started_at else 0.0)
+            self.deps.probes.ensure(self.uid, spec, self._target(spec, cid, actual),
+                                    now - info.started_at if info.started_at else 0.0)
 
     async def _write_status(self, desired: core_pb2.Pod, actual: p.PodRuntimeState, actions: list[p.Action]) -> None:
         waiting = {a.container: Waiting(a.reason, a.message) for a in actions if isinstance(a, p.Wait)}
@@ -485,6 +545,12 @@ class PodWorker:
         except NotFoundError:
             return
         self.last_written = status
+
+
+def _container_spec(pod: core_pb2.Pod | None, name: str) -> core_pb2.Container | None:
+    if pod is None:
+        return None
+    return next((c for c in list(pod.spec.init_containers) + list(pod.spec.containers) if c.name == name), None)
 
 
 async def _ignore_not_found(call: Awaitable[object]) -> None:

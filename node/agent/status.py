@@ -8,8 +8,10 @@ ImagePullBackOff, ...; `plan.Wait`) and the probe verdicts. No I/O; `now` is pas
 - **phase**: Pending until the sandbox runs and every container has started at least once;
   Running while any container runs or will be restarted; Succeeded when every container exited
   0 and none will restart; Failed when they all exited, one with an error, and none will
-  restart (or an init container failed under restartPolicy Never). Succeeded and Failed are
-  final: once the API holds one, it is kept.
+  restart (or an init container failed under restartPolicy Never), or when the pod has been
+  active longer than spec.activeDeadlineSeconds (reason DeadlineExceeded; the planner kills its
+  containers). Succeeded and Failed are final: once the API holds one, it is kept. The pod's
+  reason and message are kept as they were otherwise.
 - **conditions** PodScheduled, Initialized, ContainersReady, Ready; a condition's
   lastTransitionTime changes only when its status does, so an unchanged pod yields an equal
   status and the worker skips the write. Conditions of other types are kept as they are.
@@ -29,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controlplane.client.timeutil import format_time
-from node.agent.plan import (EXITED, FAILED, RUNNING, SUCCEEDED, UNKNOWN, ContainerInfo, PodRuntimeState,
-                             pod_finished, should_restart)
+from node.agent.plan import (DEADLINE_EXCEEDED, DEADLINE_MESSAGE, EXITED, FAILED, RUNNING, SUCCEEDED, UNKNOWN,
+                             ContainerInfo, PodRuntimeState, deadline_exceeded, pod_finished, should_restart)
 from protos.skiff.api.v1 import core_pb2
 
 OWNED_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
@@ -84,7 +86,10 @@ def pod_status(pod: core_pb2.Pod, actual: PodRuntimeState, *, now: float, host_i
     for spec in pod.spec.containers:
         status.container_statuses.append(
             _container_status(spec, actual, sid, waiting, probes, id_scheme, pending_reason))
-    status.phase = _phase(pod, actual, status)
+    status.phase = _phase(pod, actual, status, now)
+    status.reason, status.message = old.reason, old.message
+    if status.phase == FAILED and old.phase != FAILED and deadline_exceeded(pod, now):
+        status.reason, status.message = DEADLINE_EXCEEDED, DEADLINE_MESSAGE
     _conditions(pod, status, init_done, stamp)
     return status
 
@@ -145,10 +150,10 @@ def _container_status(spec: core_pb2.Container, actual: PodRuntimeState, sid: st
     return out
 
 
-def _phase(pod: core_pb2.Pod, actual: PodRuntimeState, status: core_pb2.PodStatus) -> str:
+def _phase(pod: core_pb2.Pod, actual: PodRuntimeState, status: core_pb2.PodStatus, now: float) -> str:
     if pod.status.phase in (SUCCEEDED, FAILED):
         return pod.status.phase
-    finished = pod_finished(pod, actual)
+    finished = pod_finished(pod, actual, now)
     if finished:
         return finished
     if actual.current_sandbox is None or not pod.spec.containers:

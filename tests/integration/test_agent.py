@@ -328,6 +328,26 @@ def test_node_registers_with_capacity_and_ready_and_renews_its_lease(cluster: Cl
     wait_for("lease renewed", lambda: cluster.api(lease).spec.renew_time != first.spec.renew_time, 30)
 
 
+def test_a_pod_past_its_active_deadline_is_killed_and_fails(cluster: Cluster) -> None:
+    create(cluster, f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: deadline}}
+spec:
+  nodeName: {cluster.node}
+  runtimeClassName: fake
+  activeDeadlineSeconds: 2
+  containers: [{{name: app, image: "{cluster.image}"}}]
+""")
+    running(cluster, "deadline")
+    pod = wait_for("Failed", lambda: pod_if(get_pod(cluster, "deadline"), lambda p: p.status.phase == "Failed"), 60)
+    assert (pod.status.reason, pod.status.message) == (
+        "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
+    assert _status_of(pod, "app").state.HasField("terminated"), pod.status
+    delete_pod(cluster, "deadline")
+    gone(cluster, "deadline")
+
+
 def test_crashing_container_backs_off(cluster: Cluster) -> None:
     create(cluster, f"""
 apiVersion: v1
@@ -455,6 +475,54 @@ spec:
     wait_for("Ready again", lambda: condition(get_pod(cluster, "probed"), "Ready") == "True", 60)
     delete_pod(cluster, "probed")
     gone(cluster, "probed")
+
+
+@needs_root
+def test_post_start_and_pre_stop_hooks_run_and_a_failed_post_start_stops_the_container(
+        cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "hooks"
+    out.mkdir()
+    create(cluster, f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  nodeName: {cluster.node}
+  terminationGracePeriodSeconds: 20
+  volumes: [{{name: out, hostPath: {{path: "{out}"}}}}]
+  containers:
+  - name: app
+    image: "{cluster.image}"
+    command: [sh, -c, "trap 'echo got-term >> /out/log; exit 0' TERM; while true; do sleep 0.2; done"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "echo post-start >> /out/log"]}}}}
+      preStop: {{exec: {{command: [sh, -c, "echo pre-stop >> /out/log"]}}}}
+""")
+    running(cluster, "hooked")
+    assert (out / "log").read_text() == "post-start\n"
+    delete_pod(cluster, "hooked")
+    gone(cluster, "hooked")
+    assert (out / "log").read_text() == "post-start\npre-stop\ngot-term\n"  # preStop, then SIGTERM
+
+    create(cluster, f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: bad-hook}}
+spec:
+  nodeName: {cluster.node}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: "{cluster.image}"
+    command: [sleep, "100000"]
+    lifecycle: {{postStart: {{exec: {{command: [sh, -c, "exit 3"]}}}}}}
+""")
+    pod = wait_for("bad-hook Failed", lambda: pod_if(get_pod(cluster, "bad-hook"), lambda p: p.status.phase == "Failed"), 60)
+    assert _status_of(pod, "app").state.HasField("terminated"), pod.status
+    delete_pod(cluster, "bad-hook")
+    gone(cluster, "bad-hook")
 
 
 @needs_root

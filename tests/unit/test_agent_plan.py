@@ -10,6 +10,7 @@ from node.agent.plan import (
     KillContainer, PodRuntimeState, PullFailure, PullImage, RemoveContainer, RemoveSandbox, SandboxInfo,
     StartContainer, StopSandbox, Wait, container_hash, plan, pod_finished, settled,
 )
+from controlplane.client.timeutil import format_time
 from protos.skiff.api.v1 import core_pb2
 
 NOW = 1_800_000_000.0
@@ -181,3 +182,15 @@ def test_containers_not_in_the_spec_are_removed() -> None:
     other = ContainerInfo(id="x", name="stray", sandbox_id="sb1", attempt=0, state=RUNNING)
     assert run(P, state(ctr(P, "app", RUNNING), other)) == [
         KillContainer("x", "stray", 30, "not in the pod's spec"), RemoveContainer("x")]
+
+
+def test_active_deadline_kills_the_pod_and_it_stays_finished() -> None:
+    p = pod()
+    p.spec.active_deadline_seconds = 60
+    p.status.start_time = format_time(NOW - 61)
+    running = state(ctr(p, "app", RUNNING))
+    assert pod_finished(p, running, NOW) == "Failed" and pod_finished(p, running, NOW - 2) is None
+    assert run(p, running) == [KillContainer("app-0", "app", 30, "the pod is finished"), StopSandbox("sb1")]
+    assert run(p, running, now=NOW - 2) == []  # not yet
+    stopped = state(ctr(p, "app", EXITED, code=137, finished=NOW), sandboxes=(replace(SB, ready=False),))
+    assert run(p, stopped) == []  # nothing starts again

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from controlplane.client.api import UnauthenticatedError
 from node.agent import plan
@@ -130,5 +131,32 @@ def test_container_env() -> None:
                                                 ("PW", "hunter2")]
     c.env.add(name="MISSING", value_from=core_pb2.EnvVarSource(config_map_key_ref=core_pb2.ConfigMapKeySelector(
         name="cm", key="k")))
-    with pytest.raises(ValueError, match="configmap 'cm' has no key 'k'"):
+    with pytest.raises(ValueError, match="env MISSING: configmap 'cm' not found"):
+        asyncio.run(container_env(p, c, "", "", lookup))
+    c.env[-1].value_from.config_map_key_ref.optional = True
+    assert [e.key for e in asyncio.run(container_env(p, c, "", "", lookup))][-1] == "PW"  # optional: no variable
+
+
+def test_env_from_config_maps_and_secrets_then_env_overrides() -> None:
+    p = pod()
+    c = p.spec.containers[0]
+    c.env_from.add(config_map_ref=core_pb2.ConfigMapEnvSource(name="settings"))
+    c.env_from.add(prefix="DB_", secret_ref=core_pb2.SecretEnvSource(name="db"))
+    c.env_from.add(config_map_ref=core_pb2.ConfigMapEnvSource(name="absent", optional=True))
+    c.env.add(name="MODE", value="from-env")
+    settings = core_pb2.ConfigMap()
+    settings.data.update({"MODE": "from-map", "LEVEL": "3", "not valid!": "skipped", "1st": "skipped too: a digit first"})
+    db = core_pb2.Secret()
+    db.data.update({"USER": b"app", "PASSWORD": b"s3cret"})
+    objects: dict[tuple[str, str, str], Message] = {("configmaps", "shop", "settings"): settings,
+                                                     ("secrets", "shop", "db"): db}
+
+    async def lookup(resource: str, namespace: str, name: str) -> Message | None:
+        return objects.get((resource, namespace, name))
+
+    envs = asyncio.run(container_env(p, c, "", "", lookup))
+    assert [(e.key, e.value) for e in envs] == [
+        ("LEVEL", "3"), ("MODE", "from-env"), ("DB_PASSWORD", "s3cret"), ("DB_USER", "app")]
+    c.env_from.add(secret_ref=core_pb2.SecretEnvSource(name="missing"))
+    with pytest.raises(ValueError, match="envFrom\\[3\\]: secret 'missing' not found"):
         asyncio.run(container_env(p, c, "", "", lookup))

@@ -160,3 +160,14 @@ def test_host_network_sandbox_uses_the_host_address_and_containerd_ids() -> None
     a = actual(c("app", RUNNING), sandboxes=(replace(SB, ip="", host_network=True),))
     s = pod_status(pod(names=("app",)), a, now=NOW, host_ip="10.0.0.7", id_scheme="containerd")
     assert s.pod_ip == "10.0.0.7" and s.container_statuses[0].container_id == "containerd://app0"
+
+
+def test_past_its_active_deadline_the_pod_fails_with_deadline_exceeded() -> None:
+    p = pod()
+    p.spec.active_deadline_seconds = 30
+    p.status.start_time = format_time(NOW - 31)
+    s = status(p, actual(c("app", RUNNING), c("side", RUNNING)))
+    assert (s.phase, s.reason, s.message) == ("Failed", "DeadlineExceeded",
+                                              "Pod was active on the node longer than the specified deadline")
+    p.status.start_time = format_time(NOW - 29)
+    assert status(p, actual(c("app", RUNNING), c("side", RUNNING))).phase == "Running"
