@@ -41,7 +41,7 @@ from google.protobuf.message import Message
 from controlplane.client.api import CHANNEL_OPTIONS, ApiClient, NotFoundError, UnauthenticatedError
 from controlplane.client.config import ClientConfig
 from controlplane.client.informer import SharedInformer
-from node.agent.node import NodeConfig, NodeReporter
+from node.agent.node import NodeConfig, NodeReporter, allocatable
 from node.agent.plan import POD_UID_LABEL, BackoffPolicy
 from node.agent.podworker import CRIRuntime, PodWorkers, WorkerDeps
 from node.agent.probes import CRIChecker, ProbeManager
@@ -154,10 +154,12 @@ class Agent:
         log.info("node service on %s (port %d); runtime %s", listen, port, runtime_version)
         self.reporter = NodeReporter(api, runtime_client, node, runtime_version)
         probes = ProbeManager(CRIChecker(runtime_client.runtime), lambda uid: self._poke(uid))
-        volumes = VolumeManager(self.config.root)
+        node_allocatable = allocatable(self.reporter.capacity, node.reserved)
+        volumes = VolumeManager(self.config.root, allocatable=node_allocatable)
         deps = WorkerDeps(runtime=CRIRuntime(runtime_client, self.config.root / "logs"), api=api, volumes=volumes,
                           probes=probes, lookup=self._lookup, host_ip=node.node_ip, id_scheme=id_scheme,
-                          backoff_policy=self.config.backoff, resync=self.config.sync_interval)
+                          backoff_policy=self.config.backoff, resync=self.config.sync_interval,
+                          allocatable=node_allocatable)
         self.workers = workers = PodWorkers(deps)
         self.informer = informer = SharedInformer(api, "pods", field_selector=f"spec.nodeName={node.name}",
                                                   backoff_max=5.0)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +49,7 @@ from google.protobuf.message import Message
 from controlplane.client import quantity
 from controlplane.client.api import ApiClient, ApiStatusError, NotFoundError
 from controlplane.client.timeutil import SystemClock, WallClock
-from node.agent import hooks
+from node.agent import downward, hooks
 from node.agent import plan as p
 from node.agent.probes import ProbeManager, Target
 from node.agent.status import ProbeVerdicts, Waiting, pod_status
@@ -102,19 +102,6 @@ def linux_resources(container: core_pb2.Container) -> cri.LinuxContainerResource
     return out
 
 
-def _field_value(pod: core_pb2.Pod, path: str, pod_ip: str, host_ip: str) -> str:
-    values = {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
-              "metadata.uid": pod.metadata.uid, "spec.nodeName": pod.spec.node_name,
-              "spec.serviceAccountName": pod.spec.service_account_name, "status.podIP": pod_ip,
-              "status.hostIP": host_ip}
-    if path in values:
-        return values[path]
-    for prefix, source in (("metadata.labels['", pod.metadata.labels), ("metadata.annotations['", pod.metadata.annotations)):
-        if path.startswith(prefix) and path.endswith("']"):
-            return source.get(path[len(prefix):-2], "")
-    raise ValueError(f"env fieldRef {path!r} is not supported")
-
-
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 
 
@@ -131,10 +118,12 @@ async def _source_data(lookup: Lookup, namespace: str, is_cm: bool, name: str, o
 
 
 async def container_env(pod: core_pb2.Pod, container: core_pb2.Container, pod_ip: str, host_ip: str,
-                        lookup: Lookup) -> list[cri.KeyValue]:
+                        lookup: Lookup, allocatable: Mapping[str, str] | None = None) -> list[cri.KeyValue]:
     """The container's environment as the kubelet builds it: every key of each envFrom source
     (in order, keys sorted, with the prefix; keys that are not valid variable names are skipped,
-    later sources win), then `env`, whose entries override same-named ones."""
+    later sources win), then `env`, whose entries override same-named ones. fieldRef and
+    resourceFieldRef values come from `node.agent.downward` (`allocatable`: the node's, for
+    limits the container does not set)."""
     values: dict[str, str] = {}
     for i, source in enumerate(container.env_from):
         is_cm = source.HasField("config_map_ref")
@@ -149,7 +138,11 @@ async def container_env(pod: core_pb2.Pod, container: core_pb2.Container, pod_ip
         value = var.value
         src = var.value_from
         if src.HasField("field_ref"):
-            value = _field_value(pod, src.field_ref.field_path, pod_ip, host_ip)
+            value = downward.field_value(pod, src.field_ref.field_path, pod_ip=pod_ip, host_ip=host_ip)
+        elif src.HasField("resource_field_ref"):
+            r = src.resource_field_ref
+            value = downward.resource_value(pod, r.container_name or container.name, r.resource, r.divisor,
+                                            allocatable or {})
         elif src.HasField("config_map_key_ref") or src.HasField("secret_key_ref"):
             is_cm = src.HasField("config_map_key_ref")
             ref = src.config_map_key_ref if is_cm else src.secret_key_ref
@@ -273,6 +266,7 @@ class WorkerDeps:
     host_ip: str
     id_scheme: str = "skiff"
     backoff_policy: p.BackoffPolicy = field(default_factory=p.BackoffPolicy)
+    allocatable: dict[str, str] = field(default_factory=dict)  # the node's (downward API limits)
     wall: WallClock = field(default_factory=SystemClock)
     resync: float = 1.0
 
@@ -464,7 +458,8 @@ class PodWorker:
         try:
             paths = await self.deps.volumes.setup(pod, self.deps.lookup)
             mounts = container_mounts(spec, paths, where)
-            envs = await container_env(pod, spec, sandbox.ip or self.deps.host_ip, self.deps.host_ip, self.deps.lookup)
+            envs = await container_env(pod, spec, sandbox.ip or self.deps.host_ip, self.deps.host_ip, self.deps.lookup,
+                                       self.deps.allocatable)
         except (VolumeError, ValueError, ApiStatusError) as err:
             self.errors[action.name] = Waiting("CreateContainerConfigError", str(err))
             raise

@@ -13,12 +13,16 @@ Every volume of a pod lives under `<root>/pods/<uid>/volumes/<name>` (hostPath e
   rewritten (atomically, by rename) only when their bytes or mode changed, and files for keys
   that went away are removed, so a refresh is cheap and a reader never sees half a file. A
   missing object or key is an error naming it, unless the volume is `optional`.
+- **downwardAPI**: the pod's fields and its containers' resources as files
+  (`node.agent.downward`; limits a container does not set are the node's allocatable).
+- **projected**: configMap, secret and downwardAPI sources in one directory, the volume's
+  defaultMode for all; serviceAccountToken sources are refused (skiff issues no such tokens).
 
 `container_mounts(container, paths)` turns a container's volumeMounts into CRI mounts
 (subPath joins under the volume's path; readOnly kept). `cleanup(uid)` unmounts tmpfs volumes
 and removes the pod's directory; `pod_uids()` lists pods with a directory, so the agent can
-remove what no pod owns. Other volume kinds (persistentVolumeClaim, nfs, downwardAPI,
-projected) are refused with `VolumeError` naming the volume.
+remove what no pod owns. Other volume kinds (persistentVolumeClaim, nfs) are refused with
+`VolumeError` naming the volume.
 
 The object lookup is injected (`Lookup`: kind, namespace, name -> object or None), so the
 manager itself does no API calls; the agent passes one that reads through its API client.
@@ -36,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from google.protobuf.message import Message
 
 from controlplane.client import quantity
+from node.agent import downward
 from protos.cri.runtime.v1 import api_pb2 as cri
 from protos.skiff.api.v1 import core_pb2
 
@@ -72,9 +77,10 @@ def _safe_relative(path: str, where: str) -> PurePosixPath:
 class VolumeManager:
     """Sets up and removes pods' volumes under `root` (see the module docstring)."""
 
-    def __init__(self, root: Path, tmpfs: bool | None = None) -> None:
+    def __init__(self, root: Path, tmpfs: bool | None = None, allocatable: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.tmpfs = os.geteuid() == 0 if tmpfs is None else tmpfs
+        self.allocatable = dict(allocatable or {})  # the node's: downward API limits a container does not set
 
     def pod_dir(self, uid: str) -> Path:
         return self.root / "pods" / uid
@@ -96,19 +102,22 @@ class VolumeManager:
                 continue
             elif volume.HasField("config_map"):
                 src = volume.config_map
-                cm = await lookup("configmaps", pod.metadata.namespace, src.name)
-                data = _config_map_data(cm) if cm is not None else None
-                self._project(target, data, list(src.items), src.default_mode if src.HasField("default_mode") else DEFAULT_MODE,
-                              f"{where}: configmap {src.name!r}", src.HasField("optional") and src.optional)
+                files = await _object_files(lookup, pod.metadata.namespace, True, src.name, list(src.items),
+                                            _mode(src), src.HasField("optional") and src.optional, where)
+                _write_files(target, files, where)
             elif volume.HasField("secret"):
                 ssrc = volume.secret
-                secret = await lookup("secrets", pod.metadata.namespace, ssrc.secret_name)
-                sdata = dict(secret.data) if secret is not None else None  # type: ignore[attr-defined]
-                self._project(target, sdata, list(ssrc.items),
-                              ssrc.default_mode if ssrc.HasField("default_mode") else DEFAULT_MODE,
-                              f"{where}: secret {ssrc.secret_name!r}", ssrc.HasField("optional") and ssrc.optional)
+                files = await _object_files(lookup, pod.metadata.namespace, False, ssrc.secret_name, list(ssrc.items),
+                                            _mode(ssrc), ssrc.HasField("optional") and ssrc.optional, where)
+                _write_files(target, files, where)
+            elif volume.HasField("downward_api"):
+                _write_files(target, self._downward(pod, list(volume.downward_api.items),
+                                                    _mode(volume.downward_api), where), where)
+            elif volume.HasField("projected"):
+                _write_files(target, await self._projected(pod, volume.projected, lookup, where), where)
             else:
-                raise VolumeError(f"{where}: only emptyDir, hostPath, configMap and secret volumes are supported")
+                raise VolumeError(f"{where}: only emptyDir, hostPath, configMap, secret, downwardAPI and "
+                                  "projected volumes are supported")
             paths[volume.name] = str(target)
         return paths
 
@@ -151,25 +160,33 @@ class VolumeManager:
                 raise VolumeError(f"{where}: hostPath {path} is not a {kind}")
         return str(path)
 
-    def _project(self, target: Path, data: dict[str, bytes] | None, items: list[core_pb2.KeyToPath],
-                 default_mode: int, where: str, optional: bool) -> None:
-        if data is None:
-            if not optional:
-                raise VolumeError(f"{where} not found")
-            data = {}
-        files = projected_files(data, items, default_mode, where, optional)
-        target.mkdir(parents=True, exist_ok=True)
-        wanted = set()
-        for rel_text, (content, mode) in files.items():
-            rel = _safe_relative(rel_text, where)
-            path = target.joinpath(*rel.parts)
-            wanted.add(path)
-            _write_if_changed(path, content, mode)
-        for existing in sorted(target.rglob("*"), reverse=True):
-            if existing.is_file() and existing not in wanted:
-                existing.unlink()
-            elif existing.is_dir() and not any(existing.iterdir()):
-                existing.rmdir()
+    def _downward(self, pod: core_pb2.Pod, items: list[core_pb2.DownwardAPIVolumeFile], default_mode: int,
+                  where: str) -> dict[str, tuple[bytes, int]]:
+        try:
+            return downward.volume_files(pod, items, default_mode, self.allocatable)
+        except ValueError as err:
+            raise VolumeError(f"{where}: {err}") from None
+
+    async def _projected(self, pod: core_pb2.Pod, source: core_pb2.ProjectedVolumeSource, lookup: Lookup,
+                         where: str) -> dict[str, tuple[bytes, int]]:
+        """Every source's files in one directory (a later source's file of the same path wins)."""
+        mode = _mode(source)
+        files: dict[str, tuple[bytes, int]] = {}
+        for i, projection in enumerate(source.sources):
+            at = f"{where}: sources[{i}]"
+            if projection.HasField("config_map") or projection.HasField("secret"):
+                is_cm = projection.HasField("config_map")
+                ref = projection.config_map if is_cm else projection.secret
+                files.update(await _object_files(lookup, pod.metadata.namespace, is_cm, ref.name, list(ref.items),
+                                                 mode, ref.HasField("optional") and ref.optional, at))
+            elif projection.HasField("downward_api"):
+                files.update(self._downward(pod, list(projection.downward_api.items), mode, at))
+            elif projection.HasField("service_account_token"):
+                raise VolumeError(f"{at}: serviceAccountToken projections are not supported "
+                                  "(skiff issues no service account tokens)")
+            else:
+                raise VolumeError(f"{at}: the projection names no source")
+        return files
 
     def cleanup(self, uid: str) -> None:
         """Unmount and remove everything of the pod (idempotent)."""
@@ -180,6 +197,41 @@ class VolumeManager:
                 if os.path.ismount(entry):
                     subprocess.run(["umount", str(entry)], capture_output=True)
         shutil.rmtree(pod_dir, ignore_errors=True)
+
+
+def _mode(source: Message) -> int:
+    """A volume source's defaultMode, or 0644."""
+    return source.default_mode if source.HasField("default_mode") else DEFAULT_MODE  # type: ignore[attr-defined]
+
+
+async def _object_files(lookup: Lookup, namespace: str, is_cm: bool, name: str, items: list[core_pb2.KeyToPath],
+                        default_mode: int, optional: bool, where: str) -> dict[str, tuple[bytes, int]]:
+    """A ConfigMap's or Secret's keys as files (all, or `items`); nothing when it is absent and optional."""
+    what = f"{where}: {'configmap' if is_cm else 'secret'} {name!r}"
+    obj = await lookup("configmaps" if is_cm else "secrets", namespace, name)
+    if obj is None:
+        if not optional:
+            raise VolumeError(f"{what} not found")
+        return {}
+    data = _config_map_data(obj) if is_cm else dict(obj.data)  # type: ignore[attr-defined]
+    return projected_files(data, items, default_mode, what, optional)
+
+
+def _write_files(target: Path, files: Mapping[str, tuple[bytes, int]], where: str) -> None:
+    """Make `target` hold exactly `files` (relative path -> (content, mode)), changing only
+    what differs."""
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = set()
+    for rel_text, (content, mode) in files.items():
+        rel = _safe_relative(rel_text, where)
+        path = target.joinpath(*rel.parts)
+        wanted.add(path)
+        _write_if_changed(path, content, mode)
+    for existing in sorted(target.rglob("*"), reverse=True):
+        if existing.is_file() and existing not in wanted:
+            existing.unlink()
+        elif existing.is_dir() and not any(existing.iterdir()):
+            existing.rmdir()
 
 
 def _config_map_data(cm: Message) -> dict[str, bytes]:

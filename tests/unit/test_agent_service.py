@@ -160,3 +160,20 @@ def test_env_from_config_maps_and_secrets_then_env_overrides() -> None:
     c.env_from.add(secret_ref=core_pb2.SecretEnvSource(name="missing"))
     with pytest.raises(ValueError, match="envFrom\\[3\\]: secret 'missing' not found"):
         asyncio.run(container_env(p, c, "", "", lookup))
+
+
+def test_resource_field_ref_env_defaults_to_its_own_container() -> None:
+    p = pod()
+    c = p.spec.containers[0]
+    c.resources.limits["memory"] = "64Mi"
+    del c.resources.limits["cpu"]  # unset: the node's allocatable
+    c.env.add(name="MEM_MI", value_from=core_pb2.EnvVarSource(resource_field_ref=core_pb2.ResourceFieldSelector(
+        resource="limits.memory", divisor="1Mi")))
+    c.env.add(name="CPUS", value_from=core_pb2.EnvVarSource(resource_field_ref=core_pb2.ResourceFieldSelector(
+        resource="limits.cpu")))
+
+    async def lookup(resource: str, namespace: str, name: str) -> Message | None:
+        return None
+
+    envs = asyncio.run(container_env(p, c, "", "", lookup, {"cpu": "2", "memory": "4Gi"}))
+    assert [(e.key, e.value) for e in envs] == [("MEM_MI", "64"), ("CPUS", "2")]

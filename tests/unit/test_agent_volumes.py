@@ -99,7 +99,7 @@ def test_config_map_and_secret_files(tmp_path: Path) -> None:
 
 def test_unsupported_volume_is_named() -> None:
     pod = pod_with(core_pb2.Volume(name="data", nfs=core_pb2.NFSVolumeSource(server="s", path="/x")))
-    with pytest.raises(VolumeError, match="volume 'data': only emptyDir, hostPath, configMap and secret"):
+    with pytest.raises(VolumeError, match="volume 'data': only emptyDir, hostPath, configMap, secret, downwardAPI"):
         asyncio.run(VolumeManager(Path("/nonexistent"), tmpfs=False).setup(pod, Objects().lookup))
 
 
@@ -114,3 +114,57 @@ def test_container_mounts(tmp_path: Path) -> None:
     c.volume_mounts.add(name="nope", mount_path="/x")
     with pytest.raises(VolumeError, match="'nope' names no volume"):
         container_mounts(c, {"data": str(tmp_path)})
+
+
+def _downward_items() -> list[core_pb2.DownwardAPIVolumeFile]:
+    return [
+        core_pb2.DownwardAPIVolumeFile(path="labels", field_ref=core_pb2.ObjectFieldSelector(field_path="metadata.labels")),
+        core_pb2.DownwardAPIVolumeFile(path="meta/name", mode=0o600,
+                                       field_ref=core_pb2.ObjectFieldSelector(field_path="metadata.name")),
+        core_pb2.DownwardAPIVolumeFile(path="mem", resource_field_ref=core_pb2.ResourceFieldSelector(
+            container_name="app", resource="limits.memory", divisor="1Mi")),
+        core_pb2.DownwardAPIVolumeFile(path="cpu", resource_field_ref=core_pb2.ResourceFieldSelector(
+            container_name="app", resource="limits.cpu", divisor="1m")),
+    ]
+
+
+def test_downward_api_volume_files(tmp_path: Path) -> None:
+    p = pod_with(core_pb2.Volume(name="info", downward_api=core_pb2.DownwardAPIVolumeSource(items=_downward_items())))
+    p.metadata.labels.update({"tier": "front", "app": 'we"b'})
+    p.spec.containers.add(name="app", image="busybox").resources.limits["memory"] = "64Mi"
+    manager = VolumeManager(tmp_path, tmpfs=False, allocatable={"cpu": "1500m", "memory": "2Gi"})
+    target = Path(setup(manager, p, Objects())["info"])
+    assert (target / "labels").read_text() == 'app="we\\"b"\ntier="front"'
+    assert (target / "meta" / "name").read_text() == "web" and stat.S_IMODE((target / "meta" / "name").stat().st_mode) == 0o600
+    assert (target / "mem").read_text() == "64"  # the container's limit in Mi
+    assert (target / "cpu").read_text() == "1500"  # no CPU limit: the node's allocatable
+
+
+def test_projected_volume_merges_sources_and_refuses_service_account_tokens(tmp_path: Path) -> None:
+    objects = Objects()
+    cm = core_pb2.ConfigMap()
+    cm.data["app.conf"] = "x=1"
+    objects.items[("configmaps", "default", "settings")] = cm
+    secret = core_pb2.Secret()
+    secret.data["token"] = b"s3cret"
+    objects.items[("secrets", "default", "creds")] = secret
+    projected = core_pb2.ProjectedVolumeSource(default_mode=0o440, sources=[
+        core_pb2.VolumeProjection(config_map=core_pb2.ConfigMapProjection(name="settings")),
+        core_pb2.VolumeProjection(secret=core_pb2.SecretProjection(
+            name="creds", items=[core_pb2.KeyToPath(key="token", path="auth/token")])),
+        core_pb2.VolumeProjection(secret=core_pb2.SecretProjection(name="absent", optional=True)),
+        core_pb2.VolumeProjection(downward_api=core_pb2.DownwardAPIProjection(items=_downward_items()[1:2])),
+    ])
+    p = pod_with(core_pb2.Volume(name="all", projected=projected))
+    target = Path(setup(VolumeManager(tmp_path, tmpfs=False), p, objects)["all"])
+    files = sorted(str(f.relative_to(target)) for f in target.rglob("*") if f.is_file())
+    assert files == ["app.conf", "auth/token", "meta/name"]
+    assert (target / "auth" / "token").read_bytes() == b"s3cret"
+    assert stat.S_IMODE((target / "app.conf").stat().st_mode) == 0o440
+    projected.sources.add(service_account_token=core_pb2.ServiceAccountTokenProjection(path="token"))
+    p = pod_with(core_pb2.Volume(name="all", projected=projected))
+    with pytest.raises(VolumeError, match=r"sources\[4\]: serviceAccountToken projections are not supported"):
+        setup(VolumeManager(tmp_path, tmpfs=False), p, objects)
+    projected.sources[1].secret.name = "missing"
+    with pytest.raises(VolumeError, match=r"volume 'all': sources\[1\]: secret 'missing' not found"):
+        setup(VolumeManager(tmp_path, tmpfs=False), pod_with(core_pb2.Volume(name="all", projected=projected)), objects)
