@@ -4,7 +4,7 @@
                 [--runtime-endpoint unix:///run/skiff/runtime.sock] [--root DIR]
                 [--pod-cidr CIDR] [--node-ip IP] [--max-pods 110] [--cpu N] [--memory Q]
                 [--system-reserved cpu=100m,memory=256Mi] [--node-labels k=v,...]
-                [--lease-interval 10] [--status-interval 10] [--sync-interval 1]
+                [--lease-interval 10] [--status-interval 10] [--status-report-interval 300] [--sync-interval 1]
                 [--listen-node-service HOST:PORT] [--node-service-cert F --node-service-key F]
                 [--backoff-initial 10] [--backoff-max 300]
 
@@ -54,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="capacity kept from pods: allocatable = capacity - this")
     p.add_argument("--node-labels", default="", metavar="k=v,...", help="extra labels for the Node")
     p.add_argument("--lease-interval", type=float, default=10.0, help="seconds between Lease renewals (default: 10)")
-    p.add_argument("--status-interval", type=float, default=10.0, help="seconds between node status updates (default: 10)")
+    p.add_argument("--status-interval", type=float, default=10.0,
+                   help="seconds between computing the node status; it is written when it changed (default: 10)")
+    p.add_argument("--status-report-interval", type=float, default=300.0,
+                   help="seconds after which an unchanged node status is written anyway (default: 300)")
     p.add_argument("--sync-interval", type=float, default=1.0,
                    help="seconds between a pod worker's looks at the runtime (default: 1)")
     p.add_argument("--listen-node-service", default="", metavar="HOST:PORT",
@@ -102,7 +105,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         pod_cidr=args.pod_cidr, max_pods=args.max_pods, cpu=args.cpu, memory=args.memory,
         reserved=parse_pairs(args.system_reserved, "--system-reserved"),
         labels=parse_pairs(args.node_labels, "--node-labels"),
-        status_interval=args.status_interval, lease_interval=args.lease_interval)
+        status_interval=args.status_interval, status_report_interval=args.status_report_interval,
+        lease_interval=args.lease_interval)
     return AgentConfig(node=node, client=client, runtime_endpoint=endpoint,
                        root=args.root or default_root(), listen_node_service=args.listen_node_service,
                        node_service_cert=args.node_service_cert, node_service_key=args.node_service_key,

@@ -3,7 +3,7 @@
     skiff hollow-nodes --count M [--prefix hollow-] [--start 0] (--server HOST:PORT | --config FILE)
                        [--token T] [--pod-cidr-base 10.200.0.0/16] [--root DIR] [--node-ip 127.0.0.1]
                        [--max-pods 110] [--cpu N] [--memory Q] [--node-labels k=v,...]
-                       [--lease-interval 10] [--status-interval 10] [--sync-interval 10]
+                       [--lease-interval 10] [--status-interval 10] [--status-report-interval 300] [--sync-interval 10]
 
 Nodes are named `<prefix><start>` .. `<prefix><start+M-1>`; node i gets the i-th /24 of
 `--pod-cidr-base` as its pod CIDR (so processes given disjoint `--start` ranges never overlap).
@@ -49,7 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", default="", help="memory capacity to report (default: the host's)")
     p.add_argument("--node-labels", default="", metavar="k=v,...", help="extra labels for every node")
     p.add_argument("--lease-interval", type=float, default=10.0, help="seconds between Lease renewals (default 10)")
-    p.add_argument("--status-interval", type=float, default=10.0, help="seconds between node status updates (default 10)")
+    p.add_argument("--status-interval", type=float, default=10.0,
+                   help="seconds between computing each node's status; written when it changed (default 10)")
+    p.add_argument("--status-report-interval", type=float, default=300.0,
+                   help="seconds after which an unchanged node status is written anyway (default 300)")
     p.add_argument("--sync-interval", type=float, default=10.0, help="seconds between a pod worker's runtime polls (default 10)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every action of every agent")
 
@@ -80,7 +83,8 @@ def _template(args: argparse.Namespace, root: Path) -> AgentConfig:
         raise CommandError(str(err)) from None
     node = NodeConfig(name="template", node_ip=args.node_ip, max_pods=args.max_pods, cpu=args.cpu,
                       memory=args.memory, labels=parse_pairs(args.node_labels, "--node-labels"),
-                      status_interval=args.status_interval, lease_interval=args.lease_interval)
+                      status_interval=args.status_interval, status_report_interval=args.status_report_interval,
+                      lease_interval=args.lease_interval)
     return AgentConfig(node=node, client=client, runtime_endpoint="inprocess://", root=root,
                        sync_interval=args.sync_interval)
 

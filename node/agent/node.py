@@ -21,9 +21,11 @@ Pure builders (tested without I/O):
   the node, renewTime now (MicroTime).
 
 `NodeReporter` does the I/O: `register()` creates the Node (or adopts the existing one: spec.
-podCIDR from the control plane wins, else `--pod-cidr`), then `run()` updates the status every
-`status_interval` seconds and renews the lease every `lease_interval` seconds (Kubernetes'
-default 10 s with a 40 s lease duration). API failures are logged and retried at the next tick:
+podCIDR from the control plane wins, else `--pod-cidr`), then `run()` computes the status every
+`status_interval` seconds and writes it when it changed or every `status_report_interval`
+seconds (Kubernetes' nodeStatusUpdateFrequency 10 s and nodeStatusReportFrequency 5 min: the
+Lease is the heartbeat), and renews the lease every `lease_interval` seconds from the copy it
+last wrote (Kubernetes' default 10 s with a 40 s lease duration). API failures are logged and retried at the next tick:
 the node keeps running pods when the API server is away.
 """
 from __future__ import annotations
@@ -64,7 +66,8 @@ class NodeConfig:
     reserved: Mapping[str, str] = field(default_factory=dict)   # e.g. {"cpu": "100m", "memory": "256Mi"}
     labels: Mapping[str, str] = field(default_factory=dict)
     node_service_port: int = 0
-    status_interval: float = 10.0
+    status_interval: float = 10.0  # how often the status is computed (Kubernetes' nodeStatusUpdateFrequency)
+    status_report_interval: float = 300.0  # an unchanged status is written this often (nodeStatusReportFrequency)
     lease_interval: float = 10.0
     lease_duration: int = 40
 
@@ -223,6 +226,15 @@ def renewed_lease(existing: coordination_pb2.Lease | None, node: str, duration: 
     return lease
 
 
+def _without_heartbeats(status: core_pb2.NodeStatus) -> core_pb2.NodeStatus:
+    """The status with every condition's lastHeartbeatTime cleared, to compare what changed."""
+    out = core_pb2.NodeStatus()
+    out.CopyFrom(status)
+    for condition in out.conditions:
+        condition.last_heartbeat_time = ""
+    return out
+
+
 class NodeReporter:
     """Registers the Node and keeps its status and Lease fresh (see the module docstring)."""
 
@@ -240,6 +252,9 @@ class NodeReporter:
         self.pod_cidr = config.pod_cidr
         self.registered = asyncio.Event()
         self.lease_renewals = 0
+        self.status_writes = 0
+        self._last_report: float | None = None  # wall time of the last status written
+        self._lease: coordination_pb2.Lease | None = None  # the last Lease written (saves a read per renewal)
 
     async def register(self) -> core_pb2.Node:
         """Create the Node, or adopt the one there (keeping the control plane's podCIDR)."""
@@ -273,31 +288,49 @@ class NodeReporter:
         return conditions, images
 
     async def update_status(self) -> core_pb2.Node:
+        """Compute the status; write it when it changed or `status_report_interval` has passed
+        since the last write (only a write moves the conditions' lastHeartbeatTime: the Lease
+        is the heartbeat)."""
         conditions, images = await self._runtime_facts()
         for _ in range(5):
             current: core_pb2.Node = await self.api.get("nodes", self.config.name)  # type: ignore[assignment]
+            now = self.wall.now()
+            status = node_status(self.config, self.facts, self.capacity, self.runtime_version,
+                                 images, conditions, current.status, now)
+            due = self._last_report is None or now - self._last_report >= self.config.status_report_interval
+            if not due and _without_heartbeats(status) == _without_heartbeats(current.status):
+                return current
             updated = core_pb2.Node()
             updated.CopyFrom(current)
-            updated.status.CopyFrom(node_status(self.config, self.facts, self.capacity, self.runtime_version,
-                                                images, conditions, current.status, self.wall.now()))
+            updated.status.CopyFrom(status)
             try:
-                return await self.api.update_status(updated)
+                written = await self.api.update_status(updated)
             except ConflictError:
                 continue
+            self._last_report = now
+            self.status_writes += 1
+            return written
         raise ConflictError(grpc.StatusCode.ABORTED, f"node {self.config.name}: the status update kept conflicting")
 
     async def renew_lease(self) -> None:
-        try:
-            existing: coordination_pb2.Lease | None = await self.api.get(  # type: ignore[assignment]
-                "leases", self.config.name, LEASE_NAMESPACE)
-        except NotFoundError:
-            existing = None
-        lease = renewed_lease(existing, self.config.name, self.config.lease_duration, self.wall.now())
+        """Renew from the Lease last written, as the kubelet does; read it only when there is
+        none yet or someone else changed it (a conflict)."""
+        existing = self._lease
         if existing is None:
-            lease.spec.acquire_time = lease.spec.renew_time
-            await self.api.create(lease, namespace=LEASE_NAMESPACE)
-        else:
-            await self.api.update(lease)
+            try:
+                existing = await self.api.get("leases", self.config.name, LEASE_NAMESPACE)  # type: ignore[assignment]
+            except NotFoundError:
+                existing = None
+        lease = renewed_lease(existing, self.config.name, self.config.lease_duration, self.wall.now())
+        try:
+            if existing is None:
+                lease.spec.acquire_time = lease.spec.renew_time
+                self._lease = await self.api.create(lease, namespace=LEASE_NAMESPACE)
+            else:
+                self._lease = await self.api.update(lease)
+        except (ConflictError, NotFoundError, AlreadyExistsError):
+            self._lease = None  # read it afresh at the next renewal
+            raise
         self.lease_renewals += 1
 
     async def run(self) -> None:

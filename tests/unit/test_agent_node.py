@@ -1,11 +1,15 @@
 """The agent's pure Node builders: capacity, allocatable, labels, status, conditions, lease."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from controlplane.client.timeutil import format_time
-from node.agent.node import (HostFacts, NodeConfig, allocatable, host_capacity, new_node, node_status, os_image,
-                             ready_condition, renewed_lease)
+from controlplane.client.api import ConflictError
+from controlplane.client.fake import FakeApi
+from controlplane.client.timeutil import FakeWallClock, format_time
+from node.agent.node import (HostFacts, NodeConfig, NodeReporter, allocatable, host_capacity, new_node, node_status,
+                             os_image, ready_condition, renewed_lease)
 from protos.cri.runtime.v1 import api_pb2 as cri
 from protos.skiff.api.v1 import core_pb2
 
@@ -82,3 +86,58 @@ def test_lease_renewal() -> None:
     assert lease.spec.lease_duration_seconds == 40 and lease.spec.renew_time.endswith(".000000Z")
     again = renewed_lease(lease, "n1", 40, NOW + 10.5)
     assert again.spec.renew_time != lease.spec.renew_time and again.metadata.name == "n1"
+
+
+def _reporter(conditions: list[cri.RuntimeCondition]) -> tuple[NodeReporter, FakeApi, FakeWallClock]:
+    clock = FakeWallClock(NOW)
+    api = FakeApi(clock)
+    reporter = NodeReporter(api, None, NodeConfig("n1", "10.0.0.1"), "skiff://0.1.0", facts=FACTS,  # type: ignore[arg-type]
+                            capacity={"cpu": "2", "memory": "1Gi", "pods": "110"}, wall=clock)
+
+    async def facts() -> tuple[list[cri.RuntimeCondition], list[cri.Image]]:
+        return conditions, []
+    reporter._runtime_facts = facts  # type: ignore[method-assign]
+    return reporter, api, clock
+
+
+def test_an_unchanged_status_is_written_only_every_report_interval() -> None:
+    conditions = list(OK)
+    reporter, api, clock = _reporter(conditions)
+
+    async def body() -> None:
+        await reporter.register()
+        assert reporter.status_writes == 1
+        for _ in range(5):  # 50 s of status ticks, nothing changes: no write
+            clock.advance(10)
+            await reporter.update_status()
+        assert reporter.status_writes == 1
+        conditions[1] = cri.RuntimeCondition(type="NetworkReady", status=False, reason="NoCNI", message="no network")
+        clock.advance(10)
+        node = await reporter.update_status()  # a change: written at once
+        assert reporter.status_writes == 2
+        assert next(c for c in node.status.conditions if c.type == "Ready").status == "False"
+        clock.advance(300)
+        await reporter.update_status()  # unchanged, but the report interval has passed
+        assert reporter.status_writes == 3
+    asyncio.run(body())
+
+
+def test_lease_renewals_write_from_the_last_copy_and_reread_after_a_conflict() -> None:
+    reporter, api, clock = _reporter(list(OK))
+
+    async def body() -> None:
+        await reporter.renew_lease()
+        clock.advance(10)
+        api.clear_actions()
+        await reporter.renew_lease()
+        assert [a[0] for a in api.actions] == ["update"]  # no read
+        other = await api.get("leases", "n1", "kube-node-lease")
+        other.spec.lease_transitions = 1  # type: ignore[attr-defined]
+        await api.update(other)  # someone else writes it: our copy is stale
+        clock.advance(10)
+        with pytest.raises(ConflictError):
+            await reporter.renew_lease()
+        api.clear_actions()
+        await reporter.renew_lease()
+        assert [a[0] for a in api.actions] == ["get", "update"] and reporter.lease_renewals == 3
+    asyncio.run(body())
