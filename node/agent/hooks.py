@@ -8,8 +8,9 @@ tcpSocket go from the node to the pod's address (httpGet: a status of 200-399); 
 
 What the pod worker does with the result (`node.agent.podworker`):
 - postStart runs once the container has started and before the worker moves on; if it fails the
-  container is stopped (the pod's grace period) and the status says `PostStartHookError` with the
-  hook's message; the restart policy then applies (with the crash-loop backoff).
+  container is stopped (the pod's grace period) and the restart policy applies (with the
+  crash-loop backoff): a container that will run again waits with `PostStartHookError` and the
+  hook's message; under restartPolicy Never it stays terminated.
 - preStop runs when a running container is to be stopped with a grace period (deletion, a failed
   liveness probe, a changed spec), within that grace period; whatever it returns, the container
   then gets SIGTERM with what is left of the period, at least `MIN_GRACE_AFTER_PRE_STOP` seconds

@@ -489,7 +489,8 @@ class PodWorker:
                 log.warning("pod %s: postStart hook of %s failed: %s", self._name(), action.name, message)
                 grace = pod.spec.termination_grace_period_seconds if pod.spec.HasField("termination_grace_period_seconds") else 30
                 await self._stop_container(created.container_id, grace)
-                self.errors[action.name] = Waiting("PostStartHookError", message)
+                if (pod.spec.restart_policy or "Always") != "Never":  # it will run again: say why it waits
+                    self.errors[action.name] = Waiting("PostStartHookError", message)
 
     async def _finalize(self, desired: core_pb2.Pod | None, action: p.Finalize) -> None:
         self.deps.volumes.cleanup(self.uid)
