@@ -338,8 +338,7 @@ spec:
   runtimeClassName: fake
   activeDeadlineSeconds: 2
   containers: [{{name: app, image: "{cluster.image}"}}]
-""")
-    running(cluster, "deadline")
+""")  # (no wait for Running: a slow start may take the pod past its 2 s from Pending to Failed)
     pod = wait_for("Failed", lambda: pod_if(get_pod(cluster, "deadline"), lambda p: p.status.phase == "Failed"), 60)
     assert (pod.status.reason, pod.status.message) == (
         "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
