@@ -229,8 +229,11 @@ class ApiService(api_pb2_grpc.ApiServicer):
                                      f"(limit {self.config.max_watches_per_user})")
             cache = self.caches[kind.resource]
             await asyncio.wait_for(cache.ready.wait(), 10.0)
+            trigger = None
+            if cache.trigger_field is not None:
+                trigger = selectors.parse_field_selector(request.field_selector).exact(cache.trigger_field)
             try:
-                watcher = cache.watch(ns, matches, from_rev)
+                watcher = cache.watch(ns, matches, from_rev, trigger)
             except TooOld as err:
                 raise errors.Gone(str(err)) from None
         except errors.ApiError as err:

@@ -10,6 +10,12 @@ set) and a window of recent events, so that
   the store's current revision (a linearizable read) and waits until the cache has seen it,
   asking the store for a progress notification when the resource is idle.
 
+Indexed triggers (Kubernetes' watch cache does the same for pods): a watcher whose field selector
+requires `spec.nodeName=N` (each node agent's) is filed under N, and an event is offered only to
+the watchers filed under the node of the object before or after the change, plus every watcher
+without a trigger. Each watcher still applies its whole filter; the index only spares the cost of
+asking a hundred node agents about every pod.
+
 Invariants: `rev` only grows; every event in `history` has rev <= `rev`; history holds every
 event with rev > `history_start`. Objects in the cache are shared and never mutated: callers copy
 before changing one. When the store compacts past the cache's revision (it was cut off for long),
@@ -28,6 +34,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from controlplane.apiserver.storage import StoreClient, StoreCompacted, StoreUnavailable, prefix_end
+from controlplane.client import selectors
 from controlplane.client.scheme import Kind, to_any
 from protos.etcd.mvccpb import kv_pb2
 from protos.skiff.api.v1 import api_pb2
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 LIST_PAGE = 1000
+TRIGGER_FIELDS = {"pods": "spec.nodeName"}  # resource -> the field watchers are indexed by
 
 
 class TooOld(Exception):
@@ -78,6 +86,7 @@ class CacheWatcher:
     capacity: int
     queue: asyncio.Queue[CacheEvent | Exception] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    trigger: str | None = None  # the indexed field's value this watcher requires (None: any)
 
     def offer(self, event: CacheEvent) -> None:
         """Queue the event as this watcher sees it (selectors turn MODIFIED into ADDED/DELETED)."""
@@ -130,6 +139,9 @@ class ResourceCache:
         self.history: deque[CacheEvent] = deque(maxlen=history_size)
         self.history_start = 0
         self.watchers: set[CacheWatcher] = set()
+        self.trigger_field = TRIGGER_FIELDS.get(kind.resource)
+        self._untriggered: set[CacheWatcher] = set()
+        self._triggered: dict[str, set[CacheWatcher]] = {}
         self.watcher_capacity = watcher_capacity
         self.ready = asyncio.Event()
         self._fresh = asyncio.Condition()
@@ -153,7 +165,7 @@ class ResourceCache:
             self._task = None
         for w in list(self.watchers):
             w.close(ConnectionAbortedError("the API server is shutting down"))
-        self.watchers.clear()
+        self._forget_all()
 
     async def _run(self) -> None:
         need_list = True
@@ -194,7 +206,7 @@ class ResourceCache:
         self.rev = self.history_start = rev
         for w in list(self.watchers):
             w.close(TooOld(rev, rev))
-        self.watchers.clear()
+        self._forget_all()
         if had_state:
             log.info("%s: relisted %d objects at revision %d", self.kind.resource, len(objects), rev)
         self.ready.set()
@@ -232,10 +244,45 @@ class ResourceCache:
             self.history_start = self.history[0].rev
         self.history.append(event)
         self.rev = max(self.rev, rev)
-        for w in list(self.watchers):
+        for w in self._interested(event):
             w.offer(event)
             if w.closed:
-                self.watchers.discard(w)
+                self._forget(w)
+
+    def _interested(self, event: CacheEvent) -> list[CacheWatcher]:
+        """The watchers an event may concern: those without a trigger, and those filed under the
+        trigger value of the object after or before the change."""
+        if self.trigger_field is None or not self._triggered:
+            return list(self.watchers)
+        out = list(self._untriggered)
+        values = {selectors.field_value(event.obj, self.trigger_field)}
+        if event.prev is not None:
+            values.add(selectors.field_value(event.prev, self.trigger_field))
+        for value in values:
+            out += self._triggered.get(value, ())
+        return out
+
+    def _file(self, w: CacheWatcher) -> None:
+        self.watchers.add(w)
+        if w.trigger is None:
+            self._untriggered.add(w)
+        else:
+            self._triggered.setdefault(w.trigger, set()).add(w)
+
+    def _forget(self, w: CacheWatcher) -> None:
+        self.watchers.discard(w)
+        self._untriggered.discard(w)
+        if w.trigger is not None:
+            filed = self._triggered.get(w.trigger)
+            if filed is not None:
+                filed.discard(w)
+                if not filed:
+                    del self._triggered[w.trigger]
+
+    def _forget_all(self) -> None:
+        self.watchers.clear()
+        self._untriggered.clear()
+        self._triggered.clear()
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -282,10 +329,14 @@ class ResourceCache:
         async with self._fresh:
             self._fresh.notify_all()
 
-    def watch(self, namespace: str, matches: Matcher, from_rev: int | None) -> CacheWatcher:
+    def watch(self, namespace: str, matches: Matcher, from_rev: int | None,
+              trigger: str | None = None) -> CacheWatcher:
         """A new watcher. from_rev None: the current objects as ADDED first, then changes.
-        Otherwise every change after from_rev (TooOld when the window does not reach back)."""
-        w = CacheWatcher(namespace, matches, self.watcher_capacity)
+        Otherwise every change after from_rev (TooOld when the window does not reach back).
+        `trigger`: the value of `trigger_field` that `matches` requires (an exact-match term of
+        its field selector), so that only events about such objects are offered to it."""
+        w = CacheWatcher(namespace, matches, self.watcher_capacity,
+                         trigger=trigger if self.trigger_field is not None else None)
         if from_rev is None:
             for obj in self.snapshot(namespace):
                 w.offer(CacheEvent(ADDED, self.rev, self.key_of(obj), obj, None))
@@ -295,9 +346,9 @@ class ResourceCache:
             for event in self.history:
                 if event.rev > from_rev:
                     w.offer(event)
-        self.watchers.add(w)
+        self._file(w)
         return w
 
     def unwatch(self, w: CacheWatcher) -> None:
         w.closed = True
-        self.watchers.discard(w)
+        self._forget(w)

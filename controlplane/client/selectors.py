@@ -22,6 +22,7 @@ Every error is a SelectorError (a ValueError) naming the offending part of the t
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, NamedTuple
@@ -314,8 +315,10 @@ _SCALAR_TYPES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def field_path(descriptor: Descriptor, key: str) -> tuple[FieldDescriptor, ...]:
-    """The fields a dotted JSON path walks, ending at a scalar; SelectorError otherwise."""
+    """The fields a dotted JSON path walks, ending at a scalar; SelectorError otherwise.
+    Cached: watch filters resolve the same few paths for every event."""
     path: list[FieldDescriptor] = []
     current: Descriptor | None = descriptor
     for part in key.split("."):
