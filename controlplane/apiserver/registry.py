@@ -33,6 +33,7 @@ from controlplane.apiserver.storage import (StoreClient, StoreCompacted, StoreUn
 from controlplane.apiserver.strategy import copy_of, meta
 from controlplane.apiserver.watchcache import ResourceCache
 from controlplane.client import codec, mergepatch
+from controlplane.client.pods import awaiting_grace, deletion_grace
 from controlplane.client.scheme import Kind
 from controlplane.client.timeutil import WallClock, format_time
 from protos.etcd.etcdserverpb import rpc_pb2
@@ -271,7 +272,7 @@ class Registry:
     def _finalize_or_keep(self, new: Message) -> Write:
         """An object being deleted whose last finalizer was just removed goes away."""
         m = meta(new)
-        if m.deletion_timestamp and not m.finalizers and not _awaiting_grace(new) \
+        if m.deletion_timestamp and not m.finalizers and not awaiting_grace(new) \
                 and not (new.DESCRIPTOR.name == "Namespace" and new.spec.finalizers):  # type: ignore[attr-defined]
             return Write(None)
         return Write(new)
@@ -303,7 +304,7 @@ class Registry:
                 other = FOREGROUND if propagation == "Orphan" else ORPHAN
                 if other in m.finalizers:
                     m.finalizers.remove(other)
-            period = self._grace_period(kind, current, grace)
+            period = deletion_grace(current, grace)
             waits = period > 0 or bool(m.finalizers) or (kind.kind == "Namespace" and _namespace_has_finalizers(current))
             if not waits:
                 removed = True
@@ -320,15 +321,6 @@ class Registry:
 
         obj = await self.guaranteed_update(kind, ns, name, step, "", dry_run)
         return obj, removed
-
-    def _grace_period(self, kind: Kind, obj: Message, asked: int | None) -> int:
-        """Seconds a deletion waits: only pods bound to a node wait (for their agent)."""
-        if kind.kind != "Pod" or not obj.spec.node_name:  # type: ignore[attr-defined]
-            return 0
-        if asked is not None:
-            return max(asked, 0)
-        spec = obj.spec  # type: ignore[attr-defined]
-        return spec.termination_grace_period_seconds if spec.HasField("termination_grace_period_seconds") else 30
 
     # ---- bind ------------------------------------------------------------------------------
 
@@ -362,10 +354,6 @@ def _set_pod_condition(pod: Message, type_: str, status: str, now: str) -> None:
             cond.status, cond.reason, cond.message = status, "", ""
             return
     pod.status.conditions.add(type=type_, status=status, last_transition_time=now)  # type: ignore[attr-defined]
-
-
-def _awaiting_grace(obj: Message) -> bool:
-    return obj.DESCRIPTOR.name == "Pod" and bool(obj.spec.node_name) and meta(obj).deletion_grace_period_seconds > 0  # type: ignore[attr-defined]
 
 
 def _namespace_has_finalizers(ns: Message) -> bool:

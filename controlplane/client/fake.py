@@ -54,6 +54,7 @@ from controlplane.client.api import (AlreadyExistsError, ApiStatusError, Conflic
                                      InvalidError, NotFoundError, ObjectList, UnavailableError,
                                      WatchEvent)
 from controlplane.client.mergepatch import merge_patch
+from controlplane.client.pods import awaiting_grace, deletion_grace
 from controlplane.client.scheme import Kind
 from controlplane.client.timeutil import FakeWallClock, WallClock, format_time
 from kvstore.clock import FakeClock
@@ -335,7 +336,7 @@ class FakeApi:
         if new == current:
             return copy_of(current)
         nm = _meta(new)
-        if nm.deletion_timestamp and not nm.finalizers and not _awaiting_grace(new):
+        if nm.deletion_timestamp and not nm.finalizers and not awaiting_grace(new):
             return self._remove(kind, current)
         return self._write(kind, new, current)
 
@@ -373,7 +374,7 @@ class FakeApi:
         wanted = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(propagation_policy)
         if wanted and wanted not in nm.finalizers:
             nm.finalizers.append(wanted)
-        grace = _grace(kind, current, grace_period_seconds)
+        grace = deletion_grace(current, grace_period_seconds)
         if grace <= 0 and not nm.finalizers:
             return self._remove(kind, current), True
         if not nm.deletion_timestamp:
@@ -464,21 +465,6 @@ def _desired(obj: Message) -> Message:
         if name in out.DESCRIPTOR.fields_by_name:
             out.ClearField(name)
     return out
-
-
-def _grace(kind: Kind, obj: Message, asked: int | None) -> int:
-    """As the API server: only a pod bound to a node waits (for its agent)."""
-    if kind.kind != "Pod" or not obj.spec.node_name:  # type: ignore[attr-defined]
-        return 0
-    if asked is not None:
-        return max(asked, 0)
-    spec = obj.spec  # type: ignore[attr-defined]
-    return spec.termination_grace_period_seconds if spec.HasField("termination_grace_period_seconds") else 30
-
-
-def _awaiting_grace(obj: Message) -> bool:
-    return (obj.DESCRIPTOR.name == "Pod" and bool(obj.spec.node_name)  # type: ignore[attr-defined]
-            and _meta(obj).deletion_grace_period_seconds > 0)
 
 
 class FakeTimers:

@@ -35,7 +35,6 @@ left alone (the garbage collector removes its pods). Orphan adoption is not done
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -45,9 +44,10 @@ from controlplane.client.expectations import Expectations
 from controlplane.client.informer import OWNER_INDEX, controller_owner_index
 from controlplane.controllers import podutil
 from controlplane.controllers.base import Controller, ControllerContext, on_changes
+from controlplane.controllers.deployment_util import scaled_value
 from controlplane.scheduler.plugins.node_affinity import compile_term
 from controlplane.scheduler.plugins.taint_toleration import tolerates
-from protos.skiff.api.v1 import apps_pb2, core_pb2, meta_pb2
+from protos.skiff.api.v1 import apps_pb2, core_pb2
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +96,6 @@ def node_should_run(node: core_pb2.Node, pod: core_pb2.Pod) -> tuple[bool, bool]
         if taint.effect == "NoExecute":
             should_continue = False
     return should_run, should_continue
-
-
-def scaled_value(value: meta_pb2.IntOrString, total: int, round_up: bool) -> int:
-    """An int-or-percent ("25%") against total; ValueError for other strings."""
-    which = value.WhichOneof("value")
-    if which is None:
-        return 0
-    if which == "int_val":
-        return value.int_val
-    text = value.str_val.strip()
-    if not text.endswith("%"):
-        raise ValueError(f"invalid value {text!r}: an integer or a percentage like '25%' is required")
-    scaled = int(text[:-1]) * total / 100
-    return math.ceil(scaled) if round_up else math.floor(scaled)
 
 
 def max_unavailable(ds: apps_pb2.DaemonSet, desired: int) -> int:

@@ -19,12 +19,12 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deploy.cli.daemon import run_until_stopped
 from deploy.cli.errors import CommandError
 
 if TYPE_CHECKING:
@@ -125,23 +125,11 @@ async def _serve(config: AgentConfig) -> int:
     from node.agent.agent import Agent
 
     agent = Agent(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(agent.run(stop))
-    ready = asyncio.create_task(agent.ready.wait())
-    await asyncio.wait([runner, ready], return_when=asyncio.FIRST_COMPLETED)
-    if agent.ready.is_set():
+
+    def announce() -> None:
         print(f"skiff agent: node {config.node.name} ({config.node.node_ip}), runtime {config.runtime_endpoint}, "
               f"node service port {agent.node_service_port}", file=sys.stderr, flush=True)
-    else:
-        ready.cancel()
-    try:
-        await runner
-    except OSError as err:
-        raise CommandError(str(err)) from None
-    return 0
+    return await run_until_stopped(agent.run, agent.ready, announce)
 
 
 

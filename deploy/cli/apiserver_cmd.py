@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
+from deploy.cli.daemon import stop_on_signals
 from deploy.cli.errors import CommandError
 
 
@@ -80,10 +80,7 @@ async def serve(config) -> None:  # type: ignore[no-untyped-def]
     server = ApiServer(config)
     await server.start()
     logging.getLogger("skiff.apiserver").info("serving the API on %s (port %d)", config.listen, server.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await stop.wait()
     await server.stop()
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deploy.cli.daemon import run_until_stopped
 from deploy.cli.errors import CommandError
 
 if TYPE_CHECKING:
@@ -98,24 +98,12 @@ async def _serve(args: argparse.Namespace, root: Path) -> int:
     except ValueError as err:
         raise CommandError(str(err)) from None
     nodes = HollowNodes(configs)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(nodes.run(stop))
-    ready = asyncio.create_task(nodes.ready.wait())
-    await asyncio.wait([runner, ready], return_when=asyncio.FIRST_COMPLETED)
-    if nodes.ready.is_set():
+
+    def announce() -> None:
         names = [c.node.name for c in configs]
         print(f"skiff hollow-nodes: {len(names)} nodes registered ({names[0]}..{names[-1]}) in "
               f"{nodes.registered_in:.1f}s, root {root}", file=sys.stderr, flush=True)
-    else:
-        ready.cancel()
-    try:
-        await runner
-    except OSError as err:
-        raise CommandError(str(err)) from None
-    return 0
+    return await run_until_stopped(nodes.run, nodes.ready, announce)
 
 
 

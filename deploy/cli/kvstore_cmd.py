@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
+from deploy.cli.daemon import stop_on_signals
 from deploy.cli.main import CommandError
 
 
@@ -77,10 +77,7 @@ async def serve(config) -> None:
     server = make_server(replica)
     await server.start()
     logging.getLogger("skiff.kvstore").info("%s serving %s (peer %s)", config.name, config.client_url, config.listen_peer)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await stop.wait()
     await server.stop(grace=0.5)
     await replica.stop()

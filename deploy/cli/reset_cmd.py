@@ -24,9 +24,13 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploy.cli.main import CommandError
 from deploy.cli.up_cmd import POD_CIDR, default_config_path, default_state_dir
+
+if TYPE_CHECKING:
+    from node.network.bridge import BridgeConfig
 
 BRIDGE = "skiff0"
 CGROUP_ROOT = "/skiff"
@@ -88,10 +92,10 @@ def _answers(socket_path: Path) -> bool:
     return True
 
 
-def _network(runtime_root: Path):  # type: ignore[no-untyped-def]
-    from node.network.bridge import BridgeConfig, BridgeNetwork
-    config = BridgeConfig(pod_cidr=POD_CIDR, state_dir=runtime_root / "network", bridge=BRIDGE)
-    return BridgeNetwork(config) if os.geteuid() == 0 else None
+def _bridge_config(runtime_root: Path) -> BridgeConfig:
+    """The pods' network as `skiff up`'s runtime made it."""
+    from node.network.bridge import BridgeConfig
+    return BridgeConfig(pod_cidr=POD_CIDR, state_dir=runtime_root / "network", bridge=BRIDGE)
 
 
 def _remove_pods(runtime_root: Path) -> int:
@@ -102,7 +106,9 @@ def _remove_pods(runtime_root: Path) -> int:
     from node.runtime.server import make_handlers
     names = ["runc", "process"] if os.geteuid() == 0 and shutil.which("runc") else ["process"]
     failures = 0
-    for handler in make_handlers(runtime_root, names, _network(runtime_root), cgroup_root=CGROUP_ROOT):
+    from node.network.bridge import BridgeNetwork
+    network = BridgeNetwork(_bridge_config(runtime_root)) if os.geteuid() == 0 else None
+    for handler in make_handlers(runtime_root, names, network, cgroup_root=CGROUP_ROOT):
         handler.recover()  # half-made sandboxes first
         for sandbox in handler.list_sandboxes():
             what = f"pod {sandbox.namespace}/{sandbox.name} ({handler.name} sandbox {sandbox.id[:12]})"
@@ -117,8 +123,8 @@ def _remove_pods(runtime_root: Path) -> int:
 
 
 def _remove_host_network(runtime_root: Path) -> None:
-    from node.network.bridge import BridgeConfig, teardown_host
-    for what in teardown_host(BridgeConfig(pod_cidr=POD_CIDR, state_dir=runtime_root / "network", bridge=BRIDGE)):
+    from node.network.bridge import teardown_host
+    for what in teardown_host(_bridge_config(runtime_root)):
         print(f"removed {what}" if not what.startswith("net.") else f"restored {what}")
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
+from deploy.cli.daemon import stop_on_signals
 from deploy.cli.errors import CommandError
 from deploy.cli.image_cmd import default_root
 
@@ -81,10 +81,7 @@ async def _serve(args: argparse.Namespace, socket_path: Path, root: Path, handle
     except PermissionError as err:
         raise CommandError(f"{err.strerror}: {err.filename} (run as root, or pass --root and --socket)") from None
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     print(f"skiff runtime: serving CRI on unix://{socket_path} (root {root}, handlers {','.join(handlers)})",
           file=sys.stderr, flush=True)
     await stop.wait()

@@ -17,12 +17,12 @@ import argparse
 import asyncio
 import logging
 import random
-import signal
 import socket
 import sys
 import uuid
 from typing import TYPE_CHECKING
 
+from deploy.cli.daemon import stop_on_signals
 from deploy.cli.errors import CommandError
 
 if TYPE_CHECKING:
@@ -102,10 +102,7 @@ async def _serve(args: argparse.Namespace, client_config: "ClientConfig", sched_
         log.info("metrics on http://%s:%d/metrics", args.metrics_host, server.port)
     sched.start_informers()
     main = asyncio.create_task(elector.run() if elector is not None else sched.run())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     log.info("scheduler %s started (%s)", identity, "leader election on" if elector else "no leader election")
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([main, stopper], return_when=asyncio.FIRST_COMPLETED)

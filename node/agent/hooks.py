@@ -45,5 +45,4 @@ async def run_hook(handler: core_pb2.LifecycleHandler, target: Target, checker: 
             break
     else:
         return False, "the hook has no handler (exec, httpGet, tcpSocket or sleep)"
-    ok, message = await run_probe(ProbeSpec("hook", probe, 0.0, 0.0, timeout, 1, 1), target, checker)
-    return ok, message
+    return await run_probe(ProbeSpec("hook", probe, 0.0, 0.0, timeout, 1, 1), target, checker)

@@ -46,6 +46,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from controlplane.client.pods import termination_grace
 from controlplane.client.timeutil import parse_time
 from protos.skiff.api.v1 import core_pb2
 
@@ -60,7 +61,6 @@ CONTAINER_HASH_ANNOTATION = "io.kubernetes.container.hash"
 CREATED, RUNNING, EXITED, UNKNOWN = "created", "running", "exited", "unknown"
 SUCCEEDED, FAILED = "Succeeded", "Failed"
 ORPHAN_GRACE = 2  # seconds: a pod that vanished from the API (force-deleted) gets this long
-DEFAULT_GRACE = 30
 
 
 # --- what the runtime holds ---------------------------------------------------------------------
@@ -267,9 +267,7 @@ def grace_period(pod: core_pb2.Pod | None) -> int:
     m = pod.metadata
     if m.HasField("deletion_grace_period_seconds"):
         return max(int(m.deletion_grace_period_seconds), 0)
-    if pod.spec.HasField("termination_grace_period_seconds"):
-        return max(int(pod.spec.termination_grace_period_seconds), 0)
-    return DEFAULT_GRACE
+    return max(termination_grace(pod.spec), 0)
 
 
 def is_terminating(pod: core_pb2.Pod | None) -> bool:

@@ -487,8 +487,7 @@ class PodWorker:
                                                hooks.POST_START_TIMEOUT)
             if not ok:
                 log.warning("pod %s: postStart hook of %s failed: %s", self._name(), action.name, message)
-                grace = pod.spec.termination_grace_period_seconds if pod.spec.HasField("termination_grace_period_seconds") else 30
-                await self._stop_container(created.container_id, grace)
+                await self._stop_container(created.container_id, p.grace_period(pod))
                 if (pod.spec.restart_policy or "Always") != "Never":  # it will run again: say why it waits
                     self.errors[action.name] = Waiting("PostStartHookError", message)
 

@@ -16,7 +16,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from node.runtime.client import CRIClient
 from protos.cri.runtime.v1 import api_pb2 as cri
 from tests.apiutil import ApiEnv
 from tests.imagebuild import LocalRegistry, build_busybox_oci
+from tests.procs import Proc
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -47,36 +47,6 @@ pytestmark = [
     pytest.mark.skipif(not rootfs.HOST_BUSYBOX.exists(), reason="needs /bin/busybox (busybox-static)"),
 ]
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="runc pods need root (namespaces, overlay mounts, cgroups)")
-
-
-class Proc:
-    """A `python -m MODULE ...` child process with its log; stopped by PID (SIGTERM, then KILL)."""
-
-    def __init__(self, module: str, args: list[str], log: Path) -> None:
-        self.module, self.args, self.log = module, args, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], stdout=log, stderr=log,
-                                         env=env, cwd=str(REPO))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
 
 @dataclass

@@ -14,7 +14,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -37,8 +36,8 @@ from node.runtime.process import ProcessHandler
 from node.runtime.server import RuntimeServicer
 from protos.cri.runtime.v1 import api_pb2 as pb
 from tests.imagebuild import LocalRegistry, build_busybox_oci, oci_archive
+from tests.procs import Proc
 
-REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: namespaces, overlay mounts, cgroups")
 needs_runc = pytest.mark.skipif(shutil.which("runc") is None, reason="needs runc (Debian package runc)")
@@ -367,30 +366,6 @@ def test_process_handler_isolated_in_the_pod_network_and_image_rootfs(tmp_path: 
 # --- runc, through a real `skiff runtime` process ---------------------------------------------
 
 
-class RuntimeProcess:
-    """`skiff runtime` (as ``python -m deploy.cli.runtime_cmd``) in a subprocess, stopped by PID."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.args, self.log = args, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli.runtime_cmd", *self.args],
-                                         stdout=log, stderr=log, env=env, cwd=str(REPO))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     if not LocalRegistry.available():
@@ -413,7 +388,7 @@ def test_runc_pod_through_a_restarted_skiff_runtime(tmp_path: Path, registry: Lo
     socket_path = sock_dir / "runtime.sock"
     cgroup_root = f"/skiff-test-{secrets.token_hex(4)}"
     with host_netns(tmp_path) as netns:
-        runtime = RuntimeProcess(["--socket", str(socket_path), "--root", str(root), "--pod-cidr", "10.244.8.0/24",
+        runtime = Proc("deploy.cli.runtime_cmd", ["--socket", str(socket_path), "--root", str(root), "--pod-cidr", "10.244.8.0/24",
                                   "--host-netns", netns, "--bridge", "skiffr0", "--cgroup-root", cgroup_root,
                                   "--handlers", "runc,fake"], tmp_path / "runtime.log")
         config = BridgeConfig(pod_cidr="10.244.8.0/24", state_dir=root / "network", host_netns=netns, bridge="skiffr0")

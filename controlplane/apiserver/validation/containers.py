@@ -20,6 +20,7 @@ from controlplane.apiserver.validation import names
 from controlplane.apiserver.validation.field import ErrorList, Path
 from controlplane.apiserver.validation.meta import validate_port_num_or_name
 from controlplane.client import quantity
+from controlplane.client.pods import termination_grace
 from protos.skiff.api.v1 import core_pb2
 
 PROTOCOLS = ("SCTP", "TCP", "UDP")
@@ -40,7 +41,7 @@ def validate_containers(errs: ErrorList, spec: core_pb2.PodSpec, path: Path, vol
         errs.required(path.child("containers"))
     seen: set[str] = set()
     host_ports: set[str] = set()
-    grace = spec.termination_grace_period_seconds if spec.HasField("termination_grace_period_seconds") else 30
+    grace = termination_grace(spec)
     for field_name, init in (("initContainers", True), ("containers", False)):
         for i, ctr in enumerate(getattr(spec, "init_containers" if init else "containers")):
             ctr_path = path.child(field_name).index(i)
