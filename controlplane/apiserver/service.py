@@ -16,7 +16,7 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -155,8 +155,8 @@ class ApiService(api_pb2_grpc.ApiServicer):
         kind = self._kind(request.resource)
         ns = request.namespace if kind.namespaced else ""
         await self._allow(context, "list", kind, ns, "")
-        matches, selective = _matcher(kind, request.label_selector, request.field_selector)
-        result = await self.lister.list(kind, ns, matches, selective, request.limit,
+        selected = _matcher(kind, request.label_selector, request.field_selector)
+        result = await self.lister.list(kind, ns, selected.matches, selected.selective, request.limit,
                                         request.continue_token, request.resource_version)
         resp = api_pb2.ListResponse(resource_version=result.resource_version,
                                     continue_token=result.continue_token,
@@ -222,18 +222,16 @@ class ApiService(api_pb2_grpc.ApiServicer):
             kind = self._kind(request.resource)
             ns = request.namespace if kind.namespaced else ""
             user = await self._allow(context, "watch", kind, ns, "")
-            matches, _ = _matcher(kind, request.label_selector, request.field_selector)
+            selected = _matcher(kind, request.label_selector, request.field_selector)
             from_rev = _watch_start(request.resource_version)
             if self.watch_counts[user.name] >= self.config.max_watches_per_user:
                 raise errors.TooMany(f'user "{user.name}" has too many watches open '
                                      f"(limit {self.config.max_watches_per_user})")
             cache = self.caches[kind.resource]
             await asyncio.wait_for(cache.ready.wait(), 10.0)
-            trigger = None
-            if cache.trigger_field is not None:
-                trigger = selectors.parse_field_selector(request.field_selector).exact(cache.trigger_field)
+            trigger = selected.fields.exact(cache.trigger_field) if cache.trigger_field is not None else None
             try:
-                watcher = cache.watch(ns, matches, from_rev, trigger)
+                watcher = cache.watch(ns, selected.matches, from_rev, trigger)
             except TooOld as err:
                 raise errors.Gone(str(err)) from None
         except errors.ApiError as err:
@@ -296,8 +294,14 @@ def _watch_start(resource_version: str) -> int | None:
     return rev
 
 
-def _matcher(kind: Kind, label_selector: str, field_selector: str) -> tuple[Callable[[Message], bool], bool]:
-    """A predicate for the selectors, and whether it selects at all (for remainingItemCount)."""
+class Selected(NamedTuple):
+    matches: Callable[[Message], bool]  # the selectors as a predicate
+    selective: bool                     # whether they select at all (for remainingItemCount)
+    fields: selectors.FieldSelector     # the parsed field selector (for indexed watches)
+
+
+def _matcher(kind: Kind, label_selector: str, field_selector: str) -> Selected:
+    """The request's label and field selectors, parsed and checked against the kind."""
     try:
         labels = selectors.parse_label_selector(label_selector)
         fields = selectors.parse_field_selector(field_selector)
@@ -305,5 +309,6 @@ def _matcher(kind: Kind, label_selector: str, field_selector: str) -> tuple[Call
     except selectors.SelectorError as err:
         raise errors.BadRequest(f"{kind.group_resource}: {err}") from None
     if labels.empty and fields.empty:
-        return (lambda obj: True), False
-    return (lambda obj: labels.matches(obj.metadata.labels) and fields.matches(obj)), True  # type: ignore[attr-defined]
+        return Selected(lambda obj: True, False, fields)
+    return Selected(lambda obj: labels.matches(obj.metadata.labels) and fields.matches(obj),  # type: ignore[attr-defined]
+                    True, fields)
